@@ -32,6 +32,12 @@ typedef enum gpu_device_kind {
     GPU_KIND_DISCRETE,
 } gpu_device_kind;
 
+#define GPU_MAX_COOPMAT_SHAPES 16
+typedef struct gpu_coopmat_shape {
+    uint32_t m, n, k;
+    uint32_t a_type, b_type, c_type, result_type; /* see gpu_features below */
+} gpu_coopmat_shape;
+
 /* Everything a kernel needs to choose a variant. Filled once per device. */
 typedef struct gpu_features {
     char name[256];
@@ -41,22 +47,22 @@ typedef struct gpu_features {
     gpu_device_kind kind;
 
     /* arithmetic and storage */
-    bool fp16_arithmetic;      /* shaderFloat16 */
-    bool int8_arithmetic;      /* shaderInt8 */
-    bool int64;                /* shaderInt64 */
-    bool storage16;            /* storageBuffer16BitAccess */
-    bool storage8;             /* storageBuffer8BitAccess */
-    bool integer_dot_product;  /* VK_KHR_shader_integer_dot_product */
+    bool fp16_arithmetic;     /* shaderFloat16 */
+    bool int8_arithmetic;     /* shaderInt8 */
+    bool int64;               /* shaderInt64 */
+    bool storage16;           /* storageBuffer16BitAccess */
+    bool storage8;            /* storageBuffer8BitAccess */
+    bool integer_dot_product; /* VK_KHR_shader_integer_dot_product */
     bool buffer_device_address;
-    bool coopmat_nv;           /* VK_NV_cooperative_matrix */
-    bool coopmat_khr;          /* VK_KHR_cooperative_matrix */
-    bool memory_budget;        /* VK_EXT_memory_budget */
-    bool push_descriptor;      /* VK_KHR_push_descriptor */
+    bool coopmat_nv;      /* VK_NV_cooperative_matrix */
+    bool coopmat_khr;     /* VK_KHR_cooperative_matrix */
+    bool memory_budget;   /* VK_EXT_memory_budget */
+    bool push_descriptor; /* VK_KHR_push_descriptor */
 
     /* subgroups */
-    uint32_t subgroup_size;            /* default size */
+    uint32_t subgroup_size;                        /* default size */
     uint32_t subgroup_min_size, subgroup_max_size; /* with subgroup_size_control */
-    bool subgroup_size_control;        /* can require a size per pipeline */
+    bool subgroup_size_control;                    /* can require a size per pipeline */
     bool subgroup_basic, subgroup_vote, subgroup_arithmetic, subgroup_ballot, subgroup_shuffle,
         subgroup_shuffle_relative, subgroup_clustered, subgroup_quad; /* in compute stage */
 
@@ -69,9 +75,25 @@ typedef struct gpu_features {
     uint32_t max_workgroup_size[3];
     uint32_t max_workgroup_count[3];
     uint32_t max_push_constants_size;
-    uint64_t device_local_bytes;       /* size of the largest device-local heap */
-    bool timestamps;                   /* compute queue supports timestamps */
-    float timestamp_period_ns;         /* ns per timestamp tick */
+    uint64_t device_local_bytes; /* size of the largest device-local heap */
+    bool timestamps;             /* compute queue supports timestamps */
+    float timestamp_period_ns;   /* ns per timestamp tick */
+
+    /* added after the first version (append-only) */
+    bool int16;                   /* shaderInt16 */
+    bool subgroup_extended_types; /* subgroup ops on 8/16/64-bit types */
+    bool compute_full_subgroups;  /* computeFullSubgroups (with subgroup_size_control) */
+    bool vulkan_memory_model;
+    bool scalar_block_layout;
+    bool pipeline_creation_feedback;
+    uint64_t max_buffer_size; /* maxBufferSize where known (maintenance4), else 0 */
+    uint64_t non_coherent_atom_size;
+    /* Cooperative matrix shapes the driver lists (subgroup scope). Component types
+     * use the Vulkan values: 0 f16, 1 f32, 2 f64, 3 s8, 4 s16, 5 s32, 6 s64,
+     * 7 u8, 8 u16, 9 u32, 10 u64. */
+    uint32_t num_coopmat_nv_shapes, num_coopmat_khr_shapes;
+    gpu_coopmat_shape coopmat_nv_shapes[GPU_MAX_COOPMAT_SHAPES];
+    gpu_coopmat_shape coopmat_khr_shapes[GPU_MAX_COOPMAT_SHAPES];
 } gpu_features;
 
 /* Lists every physical device (with features), in the loader's order.
@@ -91,11 +113,15 @@ typedef struct gpu_context_options {
      * ("1") or a case-insensitive substring of the device name ("llvmpipe"). */
     const char *device;
     /* Enable VK_LAYER_KHRONOS_validation and count its errors (tests do). Also
-     * turned on by VKLLM_VALIDATION=1 in the environment. */
+     * turned on by VKLLM_VALIDATION=1 in the environment; VKLLM_VALIDATION=sync
+     * adds synchronization validation (missing barriers become errors). */
     bool validation;
     /* Directory of the on-disk pipeline cache; NULL means $XDG_CACHE_HOME/vkllm
      * (or ~/.cache/vkllm). "" disables the disk cache. */
     const char *pipeline_cache_dir;
+    /* Added: use descriptor pools even where VK_KHR_push_descriptor exists (tests
+     * use it to cover both paths). */
+    bool no_push_descriptors;
 } gpu_context_options;
 
 vkllm_status gpu_context_create(const gpu_context_options *options, gpu_context **out);
@@ -130,11 +156,11 @@ typedef enum gpu_memory_kind {
 /* A buffer is a VkBuffer bound to a range of a larger VkDeviceMemory block.
  * Plain data: copy it freely, destroy it once. */
 typedef struct gpu_buffer {
-    void *handle;      /* VkBuffer (opaque here so callers need no Vulkan headers) */
-    uint64_t size;     /* bytes the caller asked for */
-    void *mapped;      /* host pointer for UPLOAD/READBACK, NULL for DEVICE */
+    void *handle;  /* VkBuffer (opaque here so callers need no Vulkan headers) */
+    uint64_t size; /* bytes the caller asked for */
+    void *mapped;  /* host pointer for UPLOAD/READBACK, NULL for DEVICE */
     gpu_memory_kind kind;
-    void *allocation;  /* internal: the sub-allocation record */
+    void *allocation; /* internal: the sub-allocation record */
 } gpu_buffer;
 
 /* Buffers of any size up to the device's limits; sizes beyond one memory block
@@ -194,8 +220,7 @@ typedef struct gpu_pipeline_desc {
 
 /* Returns the pipeline for `desc`, creating it on first use (the context keeps
  * and destroys it). Identical descs return the same pipeline. */
-vkllm_status gpu_pipeline_get(gpu_context *ctx, const gpu_pipeline_desc *desc,
-                              gpu_pipeline **out);
+vkllm_status gpu_pipeline_get(gpu_context *ctx, const gpu_pipeline_desc *desc, gpu_pipeline **out);
 
 /* ---------------------------------------------------------------- commands */
 
@@ -204,7 +229,9 @@ typedef struct gpu_cmd gpu_cmd;
 /* Starts recording a command buffer. */
 vkllm_status gpu_cmd_begin(gpu_context *ctx, gpu_cmd **out);
 
-/* Records one dispatch. Bindings are storage buffers 0..n-1. Barriers are
+/* Records one dispatch. Bindings are storage buffers 0..n-1. (A binding the
+ * shader does not declare `readonly` counts as written even if .writable is
+ * false, so a forgotten flag costs a barrier, never a race.) Barriers are
  * automatic: if a binding overlaps a range written by an earlier dispatch or
  * copy in this command buffer (or this dispatch writes a range an earlier one
  * read) since the last barrier, a compute->compute memory barrier is recorded
@@ -238,5 +265,64 @@ uint32_t gpu_last_timestamps(const gpu_context *ctx, const char ***labels, const
 /* Ring allocation for per-step data; see gpu_binding above. Alignment is the
  * device's storage-offset alignment. Valid until the next gpu_cmd_submit returns. */
 vkllm_status gpu_ring_alloc(gpu_context *ctx, uint64_t size, void **mapped, gpu_binding *binding);
+
+/* ---------------------------------------------------------------- additions
+ * (added by the gpu helper after the first version; nothing above changed) */
+
+/* Whether the validation layer is active (false when requested but not installed). */
+bool gpu_validation_enabled(const gpu_context *ctx);
+
+/* Memory accounting per gpu_memory_kind (index). `reserved` counts VkDeviceMemory
+ * taken from the driver (blocks + dedicated), `used` the live buffers' ranges. */
+typedef struct gpu_memory_stats {
+    uint64_t reserved[3], used[3];
+    uint32_t blocks[3], dedicated[3], live_buffers[3];
+} gpu_memory_stats;
+gpu_memory_stats gpu_memory_get_stats(const gpu_context *ctx);
+
+/* The largest device-local heap's budget and current usage by this process, as
+ * VK_EXT_memory_budget reports them. Without the extension, false; then *budget is
+ * the heap size and *usage this context's gpu_memory_in_use(). */
+bool gpu_memory_budget(const gpu_context *ctx, uint64_t *budget, uint64_t *usage);
+
+/* Device address of a buffer (0 unless features.buffer_device_address). */
+uint64_t gpu_buffer_device_address(gpu_context *ctx, const gpu_buffer *buffer);
+
+/* What a SPIR-V module declares: storage buffers at set 0 (num_bindings = highest
+ * binding + 1) and the size of its push-constant block (0 if none). Minimal scan of
+ * OpDecorate/OpVariable/type instructions, no reflection library. gpu_pipeline_get
+ * uses it to reject a desc that declares fewer bindings or push bytes than the
+ * shader uses (a clear error instead of a validation-layer one). */
+typedef struct gpu_shader_interface {
+    uint32_t num_bindings;
+    uint32_t push_constant_size;
+    uint32_t num_spec_constants; /* highest SpecId + 1 */
+    uint32_t local_size[3];      /* LocalSize execution mode (0 if set by spec constants) */
+    /* Bit i: binding i is not declared read-only (no `readonly`), so the shader may
+     * write it. gpu_cmd_dispatch treats such bindings as written for barriers even
+     * when gpu_binding.writable is false. */
+    uint32_t writable_mask;
+    uint32_t num_capabilities; /* OpCapability operands (first 48) */
+    uint32_t capabilities[48];
+} gpu_shader_interface;
+/* VKLLM_OK if the context's device has every SPIR-V capability the shader declares
+ * that vkllm knows a feature flag for; else VKLLM_ERR_UNSUPPORTED naming the shader
+ * and the missing feature. gpu_pipeline_get calls it before creating anything. */
+vkllm_status gpu_shader_check_device(const gpu_context *ctx, const gpu_shader_blob *blob,
+                                     const gpu_shader_interface *iface);
+vkllm_status gpu_shader_reflect(const gpu_shader_blob *blob, gpu_shader_interface *out);
+
+/* Picks a device from a gpu_list_devices() list the way gpu_context_create does:
+ * `requested` is an index or a case-insensitive name substring; NULL means the
+ * VKLLM_DEVICE environment variable, then the best kind. No match gives
+ * VKLLM_ERR_NO_DEVICE with a message listing the devices. */
+vkllm_status gpu_pick_device(const gpu_features *devices, uint32_t count, const char *requested,
+                             uint32_t *index);
+
+/* Path of this context's pipeline cache file ("" when the disk cache is off). */
+const char *gpu_pipeline_cache_path(const gpu_context *ctx);
+
+/* Automatic barriers recorded so far in `cmd` (tests check the tracking with it). */
+uint32_t gpu_cmd_barrier_count(const gpu_cmd *cmd);
 
 #endif

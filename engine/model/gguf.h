@@ -88,6 +88,7 @@ typedef struct gguf_value {
             uint64_t count;
             const uint8_t *data;  /* first element */
             uint64_t file_offset; /* of the first element */
+            const gguf_str *strs; /* string arrays: every element, decoded at open */
         } array;
     };
 } gguf_value;
@@ -107,9 +108,9 @@ typedef struct gguf_tensor {
     ggml_type type;
     uint64_t n_elements;
     uint64_t n_bytes;
-    uint64_t data_offset;  /* absolute offset in the file */
-    const uint8_t *data;   /* into the mapping */
-    uint64_t info_offset;  /* where its tensor info starts in the file */
+    uint64_t data_offset; /* absolute offset in the file */
+    const uint8_t *data;  /* into the mapping */
+    uint64_t info_offset; /* where its tensor info starts in the file */
 } gguf_tensor;
 
 typedef struct gguf_file {
@@ -159,5 +160,20 @@ double gguf_array_float(const gguf_kv *kv, uint64_t index);
 
 /* True when `s` equals the NUL-terminated `c`. */
 bool gguf_str_eq(gguf_str s, const char *c);
+
+/* Additions (gguf helper) ------------------------------------------------- */
+
+/* Signed integer getters: any integer type, range-checked like gguf_get_u32. */
+vkllm_status gguf_get_i32(const gguf_file *file, const char *key, int32_t *out);
+vkllm_status gguf_get_i64(const gguf_file *file, const char *key, int64_t *out);
+
+/* "uint32", "string", "array", ...; "unknown" for other ids. */
+const char *gguf_value_type_name(uint32_t type);
+/* Payload size of a fixed-size value type (1, 2, 4 or 8); 0 for string/array/unknown. */
+uint32_t gguf_value_type_size(uint32_t type);
+
+/* Bytes of `n` elements of `type` (n a multiple of the block size), 0 when the type
+ * has no known geometry or n is not a multiple of its block. */
+uint64_t ggml_row_bytes(uint32_t type, uint64_t n);
 
 #endif

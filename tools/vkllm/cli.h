@@ -10,5 +10,6 @@ typedef struct cli_command {
 } cli_command;
 
 int cmd_devices(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 
 #endif

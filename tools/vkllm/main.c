@@ -6,6 +6,7 @@
 
 static const cli_command commands[] = {
     {"devices", "list Vulkan devices and their features", cmd_devices},
+    {"synth", "write a synthetic GGUF model with seeded random weights", cmd_synth},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

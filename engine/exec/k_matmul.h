@@ -1,0 +1,94 @@
+/* k_matmul.h: launchers of the weight kernels: Y = X·Wᵀ (+ bias) for every weight type
+ * vkllm reads, and the embedding gather. Shaders: shaders/matvec.comp (1-8 tokens),
+ * shaders/matmul.comp (tiled; GL_NV_cooperative_matrix variant), shaders/get_rows.comp,
+ * all dequantizing through shaders/dequant.glsl. Design notes: docs/kernels-matmul.md.
+ *
+ * Operands:
+ *   - W (k_weight): `rows` rows of `cols` elements of a ggml type, in file layout (row r =
+ *     the weights of output r, quantized blocks along the row), starting at byte
+ *     `offset` of `buffer`. Types: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
+ *     Q4_K, Q5_K, Q6_K. cols must be a multiple of the type's block (32 or 256) and of
+ *     8 (F32/F16). offset must be a multiple of 4, and the buffer must extend to the
+ *     tensor's end rounded up to 4 bytes (the shaders read whole words).
+ *   - X: f32, element (t, c) at float t*x_stride + c of the binding.
+ *   - Y: f32, element (t, r) at float t*y_stride + y_col + r of the binding.
+ *   - bias (optional): f32 [rows], added to every token's row r (Qwen2 QKV biases).
+ * Weights of any size: one binding may not exceed max_storage_buffer_range (128 MiB on
+ * lavapipe), so the launchers split W into row ranges whose bindings fit, each bound
+ * from an aligned offset at or below its first row with the byte skew passed to the
+ * shader; one dispatch per range.
+ *
+ * Launchers only record into `cmd` (barriers are automatic). Sizes are checked first:
+ * VKLLM_ERR_UNSUPPORTED for a type without a kernel, VKLLM_ERR_INVALID_ARGUMENT for a
+ * bad shape, stride, alignment or a binding too small; the message names the argument.
+ * n_tokens == 0 / n_ids == 0 records nothing. Module prefix: k_. */
+#ifndef VKL_K_MATMUL_H
+#define VKL_K_MATMUL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "exec/k_ops.h" /* k_reduce_path */
+#include "gpu/gpu.h"
+#include "model/gguf.h" /* ggml_type */
+
+typedef struct k_weight {
+    const gpu_buffer *buffer;
+    uint64_t offset; /* byte offset of row 0 in buffer; multiple of 4 */
+    ggml_type type;
+    uint32_t rows, cols;
+} k_weight;
+
+/* Which kernel computes the product. AUTO: MATVEC for n_tokens <= 8, else COOPMAT when
+ * the device has it (k_matmul_coopmat_available), else TILED. The explicit values let
+ * tests and benchmarks run every path on one device; MATVEC with more than 8 tokens
+ * runs in chunks of 8, COOPMAT on a device without it fails with UNSUPPORTED. */
+typedef enum k_matmul_kernel {
+    K_MATMUL_AUTO = 0,
+    K_MATMUL_MATVEC,  /* one pass over W for up to 8 tokens; subgroup or shared reduction */
+    K_MATMUL_TILED,   /* shared-memory tiles, f32 */
+    K_MATMUL_COOPMAT, /* GL_NV_cooperative_matrix, fp16 operands, f32 accumulation */
+} k_matmul_kernel;
+
+typedef struct k_matmul_args {
+    const k_weight *w;
+    gpu_binding x;    /* f32 [n_tokens][x_stride] */
+    gpu_binding y;    /* f32 [n_tokens][y_stride]; written from column y_col */
+    gpu_binding bias; /* f32 [rows]; bias.buffer == NULL: no bias */
+    uint32_t n_tokens;
+    uint32_t x_stride;      /* floats between tokens of X; 0 means cols. Multiple of 4, >= cols */
+    uint32_t y_stride;      /* floats between tokens of Y; 0 means y_col + rows. >= y_col + rows */
+    uint32_t y_col;         /* Y column of row 0 (fused QKV: Q at 0, K at n_q, V at n_q + n_k) */
+    k_matmul_kernel kernel; /* AUTO in the engine */
+    k_reduce_path reduce;   /* MATVEC reduction; AUTO: subgroup when the device has it */
+    uint64_t max_binding_bytes; /* 0: the device limit; tests set small values to split W */
+} k_matmul_args;
+
+/* Y[t][r] = Σ_c X[t][c]·W[r][c] for t < n_tokens, r < rows, with default strides
+ * (x: [n_tokens][cols], y: [n_tokens][rows]) and no bias. */
+vkllm_status k_matmul(gpu_context *ctx, gpu_cmd *cmd, const k_weight *w, gpu_binding x,
+                      gpu_binding y, uint32_t n_tokens);
+/* The same with strides, output column, bias and path choice. */
+vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *args);
+
+/* out[i][c] = W[ids[i]][c] dequantized to f32, i < n_ids, c < cols. ids: int32 [n_ids];
+ * out: f32 [n_ids][cols]. Ids outside [0, rows) give rows of zeros (the GPU cannot
+ * report them; the caller validates token ids). */
+vkllm_status k_get_rows(gpu_context *ctx, gpu_cmd *cmd, const k_weight *w, gpu_binding ids,
+                        gpu_binding out, uint32_t n_ids);
+/* The same with an output row stride (floats, multiple of 4, >= cols; 0 means cols) and
+ * a binding limit for tests (0: the device limit). */
+vkllm_status k_get_rows_ex(gpu_context *ctx, gpu_cmd *cmd, const k_weight *w, gpu_binding ids,
+                           gpu_binding out, uint32_t n_ids, uint32_t out_stride,
+                           uint64_t max_binding_bytes);
+
+/* True when the weight kernels handle `type`. */
+bool k_matmul_type_supported(ggml_type type);
+/* True when the device can run the cooperative-matrix kernel: VK_NV_cooperative_matrix
+ * with a 16x8x16 fp16 x fp16 -> fp32 subgroup shape, shaderFloat16, the Vulkan memory
+ * model and subgroup size 32. */
+bool k_matmul_coopmat_available(const gpu_features *features);
+/* The kernel AUTO picks for n_tokens on this device. */
+k_matmul_kernel k_matmul_auto_kernel(const gpu_features *features, uint32_t n_tokens);
+
+#endif

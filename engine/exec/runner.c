@@ -1,0 +1,630 @@
+/* runner.c: the forward pass of one step on the GPU (see runner.h).
+ *
+ * Layout of the scratch activations (f32, row-major, one row per token of the step):
+ *   x [T][n_embd]        the residual stream
+ *   h [T][n_embd]        normalized input of a sub-layer
+ *   q [T][n_embd_q], k [T][n_embd_k], v [T][n_embd_v]
+ *   attn [T][n_head * head_dim_v]
+ *   o [T][n_embd]        output of a projection before it joins the residual
+ *   gate, up [T][n_ff]; act [T][n_ff] = act(gate) * up
+ *   last [S][n_embd]     the rows whose logits are wanted (S <= max_seqs)
+ *   logits [S][n_vocab]
+ * Token rows are ordered as in the plan: decode sequences first (one row each),
+ * then the prefill chunks, so decode queries are rows [0, n_decode).
+ *
+ * Invariant: every buffer here is sized at create time for max_tokens / max_seqs /
+ * max_context; exec_step refuses plans beyond them with VKLLM_ERR_INVALID_ARGUMENT
+ * before recording anything. */
+#include "runner.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec/k_attention.h"
+#include "exec/k_matmul.h"
+#include "exec/k_ops.h"
+
+/* A weight tensor in device memory, with the view the kernels take. */
+typedef struct exec_tensor {
+    gpu_buffer buffer;
+    k_weight weight;
+    bool present;
+} exec_tensor;
+
+typedef struct exec_layer {
+    exec_tensor attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm;
+    exec_tensor ffn_norm, ffn_gate, ffn_up, ffn_down, post_ffw_norm;
+    gpu_buffer k_cache, v_cache;
+    gpu_buffer k_host, v_host; /* swap space: num_host_blocks blocks each */
+} exec_layer;
+
+struct exec_model {
+    gpu_context *ctx;
+    model_config cfg;
+    exec_options options;
+    k_attn_kv_layout kv;
+    exec_tensor token_embd, output_norm, output, rope_freqs;
+    exec_layer *layers;
+    uint32_t max_blocks_per_seq;
+
+    gpu_buffer x, h, q, k, v, attn, o, gate, up, act, last, logits, decode_scratch;
+    gpu_buffer logits_readback, argmax_out, argmax_readback;
+    uint64_t weight_bytes, kv_bytes, scratch_bytes;
+    double last_gpu_ms;
+};
+
+static gpu_binding bind(const gpu_buffer *buffer) {
+    return (gpu_binding){.buffer = buffer, .offset = 0, .range = 0};
+}
+
+static gpu_binding bind_rows(const gpu_buffer *buffer, uint64_t row_bytes, uint32_t first,
+                             uint32_t count) {
+    return (gpu_binding){.buffer = buffer, .offset = row_bytes * first, .range = row_bytes * count};
+}
+
+/* ---------------------------------------------------------------- weights */
+
+static vkllm_status upload_tensor(exec_model *m, const gguf_tensor *t, exec_tensor *out) {
+    if (!t) return VKLLM_OK;
+    /* The weight kernels read whole 32-bit words, so the buffer ends on a word. */
+    uint64_t size = (t->n_bytes + 3) & ~(uint64_t)3;
+    vkllm_status s = gpu_buffer_create(m->ctx, size, GPU_MEMORY_DEVICE, &out->buffer);
+    if (s != VKLLM_OK)
+        return vkl_fail_wrap(s, "uploading tensor '%.*s' (%llu bytes): ", (int)t->name.len,
+                             t->name.ptr, (unsigned long long)t->n_bytes);
+    s = gpu_upload(m->ctx, &out->buffer, 0, t->data, t->n_bytes);
+    if (s != VKLLM_OK) {
+        gpu_buffer_destroy(m->ctx, &out->buffer);
+        return vkl_fail_wrap(s, "uploading tensor '%.*s': ", (int)t->name.len, t->name.ptr);
+    }
+    out->present = true;
+    out->weight = (k_weight){.buffer = &out->buffer,
+                             .offset = 0,
+                             .type = t->type,
+                             .rows = (uint32_t)t->ne[1],
+                             .cols = (uint32_t)t->ne[0]};
+    m->weight_bytes += size;
+    return VKLLM_OK;
+}
+
+static void free_tensor(gpu_context *ctx, exec_tensor *t) {
+    if (t->present) gpu_buffer_destroy(ctx, &t->buffer);
+    t->present = false;
+}
+
+static vkllm_status upload_weights(exec_model *m, const model_weights *w) {
+    VKL_TRY(upload_tensor(m, w->token_embd, &m->token_embd));
+    VKL_TRY(upload_tensor(m, w->output_norm, &m->output_norm));
+    if (w->output != w->token_embd) VKL_TRY(upload_tensor(m, w->output, &m->output));
+    VKL_TRY(upload_tensor(m, w->rope_freqs, &m->rope_freqs));
+    for (uint32_t il = 0; il < m->cfg.n_layer; il++) {
+        const model_layer_weights *lw = &w->layers[il];
+        exec_layer *l = &m->layers[il];
+        const gguf_tensor *src[] = {lw->attn_norm, lw->wq,       lw->wk,
+                                    lw->wv,        lw->bq,       lw->bk,
+                                    lw->bv,        lw->q_norm,   lw->k_norm,
+                                    lw->wo,        lw->post_attn_norm, lw->ffn_norm,
+                                    lw->ffn_gate,  lw->ffn_up,   lw->ffn_down,
+                                    lw->post_ffw_norm};
+        exec_tensor *dst[] = {&l->attn_norm, &l->wq,       &l->wk,
+                              &l->wv,        &l->bq,       &l->bk,
+                              &l->bv,        &l->q_norm,   &l->k_norm,
+                              &l->wo,        &l->post_attn_norm, &l->ffn_norm,
+                              &l->ffn_gate,  &l->ffn_up,   &l->ffn_down,
+                              &l->post_ffw_norm};
+        for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
+            if (!src[i]) continue;
+            if (src[i]->n_dims >= 2 && !k_matmul_type_supported(src[i]->type))
+                return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                                "tensor '%.*s' has type %s, which the GPU kernels do not read",
+                                (int)src[i]->name.len, src[i]->name.ptr,
+                                ggml_type_get_info(src[i]->type).name);
+            VKL_TRY(upload_tensor(m, src[i], dst[i]));
+        }
+    }
+    return VKLLM_OK;
+}
+
+/* The LM head: output.weight, or token_embd when tied. */
+static const exec_tensor *lm_head(const exec_model *m) {
+    return m->output.present ? &m->output : &m->token_embd;
+}
+
+/* ---------------------------------------------------------------- create */
+
+static vkllm_status scratch_buffer(exec_model *m, uint64_t bytes, gpu_memory_kind kind,
+                                   gpu_buffer *out) {
+    if (bytes == 0) bytes = 16;
+    VKL_TRY(gpu_buffer_create(m->ctx, bytes, kind, out));
+    m->scratch_bytes += bytes;
+    return VKLLM_OK;
+}
+
+static void fill_default_options(const model_config *cfg, exec_options *o) {
+    if (!o->block_size) o->block_size = 16;
+    if (!o->max_tokens) o->max_tokens = 512;
+    if (!o->max_seqs) o->max_seqs = 64;
+    if (o->max_seqs > o->max_tokens) o->max_seqs = o->max_tokens;
+    if (!o->max_context) o->max_context = cfg->n_ctx_train < 8192 ? cfg->n_ctx_train : 8192;
+    if (!o->max_context) o->max_context = 8192;
+    if (o->kv_memory_fraction <= 0 || o->kv_memory_fraction > 1) o->kv_memory_fraction = 0.9f;
+}
+
+static vkllm_status create_scratch(exec_model *m) {
+    const model_config *c = &m->cfg;
+    uint64_t T = m->options.max_tokens, S = m->options.max_seqs;
+    VKL_TRY(scratch_buffer(m, T * c->n_embd * 4, GPU_MEMORY_DEVICE, &m->x));
+    VKL_TRY(scratch_buffer(m, T * c->n_embd * 4, GPU_MEMORY_DEVICE, &m->h));
+    VKL_TRY(scratch_buffer(m, T * c->n_embd_q * 4, GPU_MEMORY_DEVICE, &m->q));
+    VKL_TRY(scratch_buffer(m, T * c->n_embd_k * 4, GPU_MEMORY_DEVICE, &m->k));
+    VKL_TRY(scratch_buffer(m, T * c->n_embd_v * 4, GPU_MEMORY_DEVICE, &m->v));
+    VKL_TRY(scratch_buffer(m, T * c->n_head * c->head_dim_v * 4, GPU_MEMORY_DEVICE, &m->attn));
+    VKL_TRY(scratch_buffer(m, T * c->n_embd * 4, GPU_MEMORY_DEVICE, &m->o));
+    VKL_TRY(scratch_buffer(m, T * c->n_ff * 4, GPU_MEMORY_DEVICE, &m->gate));
+    VKL_TRY(scratch_buffer(m, T * c->n_ff * 4, GPU_MEMORY_DEVICE, &m->up));
+    VKL_TRY(scratch_buffer(m, T * c->n_ff * 4, GPU_MEMORY_DEVICE, &m->act));
+    VKL_TRY(scratch_buffer(m, S * c->n_embd * 4, GPU_MEMORY_DEVICE, &m->last));
+    VKL_TRY(scratch_buffer(m, S * c->n_vocab * 4, GPU_MEMORY_DEVICE, &m->logits));
+    VKL_TRY(scratch_buffer(m, S * c->n_vocab * 4, GPU_MEMORY_READBACK, &m->logits_readback));
+    VKL_TRY(scratch_buffer(m, S * 4, GPU_MEMORY_DEVICE, &m->argmax_out));
+    VKL_TRY(scratch_buffer(m, S * 4, GPU_MEMORY_READBACK, &m->argmax_readback));
+    k_attn_params p = {.n_head = c->n_head, .scale = c->attn_scale};
+    uint64_t decode_scratch = k_attn_decode_scratch_bytes_max(
+        &m->kv, &p, m->options.max_seqs, m->options.max_context, m->options.partition_size);
+    VKL_TRY(scratch_buffer(m, decode_scratch, GPU_MEMORY_DEVICE, &m->decode_scratch));
+    return VKLLM_OK;
+}
+
+static vkllm_status create_kv_cache(exec_model *m) {
+    const model_config *c = &m->cfg;
+    if (c->head_dim != c->head_dim_v)
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "KV cache: head_dim %u differs from head_dim_v %u; the paged kernels need "
+                        "them equal",
+                        c->head_dim, c->head_dim_v);
+    m->kv = (k_attn_kv_layout){.num_blocks = 1,
+                               .block_size = m->options.block_size,
+                               .n_head_kv = c->n_head_kv,
+                               .head_dim = c->head_dim};
+    VKL_TRY(k_attn_check_layout(&m->kv));
+    uint64_t bytes_per_block = 2 * k_attn_block_bytes(&m->kv) * c->n_layer;
+    uint32_t num_blocks = m->options.num_blocks;
+    if (!num_blocks) {
+        const gpu_features *f = gpu_context_features(m->ctx);
+        uint64_t used = m->weight_bytes + m->scratch_bytes;
+        uint64_t heap = f->device_local_bytes;
+        uint64_t free_bytes = heap > used ? heap - used : 0;
+        uint64_t budget = (uint64_t)((double)free_bytes * m->options.kv_memory_fraction);
+        num_blocks = (uint32_t)(budget / bytes_per_block);
+        /* Each layer's K (and V) array is one binding: stay within the device limit. */
+        uint64_t per_layer_limit = f->max_storage_buffer_range / k_attn_block_bytes(&m->kv);
+        if (num_blocks > per_layer_limit) num_blocks = (uint32_t)per_layer_limit;
+        if (num_blocks == 0)
+            return vkl_fail(VKLLM_ERR_OUT_OF_DEVICE_MEMORY,
+                            "KV cache: no room for a single block (%llu bytes each) after "
+                            "%llu bytes of weights and scratch on a %llu-byte heap",
+                            (unsigned long long)bytes_per_block, (unsigned long long)used,
+                            (unsigned long long)heap);
+        m->options.num_blocks = num_blocks;
+    }
+    m->kv.num_blocks = num_blocks;
+    VKL_TRY(k_attn_check_layout(&m->kv));
+    uint64_t layer_bytes = k_attn_layer_bytes(&m->kv);
+    for (uint32_t il = 0; il < c->n_layer; il++) {
+        vkllm_status s = gpu_buffer_create(m->ctx, layer_bytes, GPU_MEMORY_DEVICE,
+                                           &m->layers[il].k_cache);
+        if (s == VKLLM_OK)
+            s = gpu_buffer_create(m->ctx, layer_bytes, GPU_MEMORY_DEVICE, &m->layers[il].v_cache);
+        if (s != VKLLM_OK)
+            return vkl_fail_wrap(s, "KV cache: layer %u of %u (%u blocks, %llu bytes per layer "
+                                    "for K and as many for V): ",
+                                 il, c->n_layer, num_blocks, (unsigned long long)layer_bytes);
+        m->kv_bytes += 2 * layer_bytes;
+        if (m->options.num_host_blocks) {
+            uint64_t host_bytes = k_attn_block_bytes(&m->kv) * m->options.num_host_blocks;
+            s = gpu_buffer_create(m->ctx, host_bytes, GPU_MEMORY_READBACK, &m->layers[il].k_host);
+            if (s == VKLLM_OK)
+                s = gpu_buffer_create(m->ctx, host_bytes, GPU_MEMORY_READBACK,
+                                      &m->layers[il].v_host);
+            if (s != VKLLM_OK)
+                return vkl_fail_wrap(s, "KV swap space: layer %u (%u host blocks): ", il,
+                                     m->options.num_host_blocks);
+        }
+    }
+    m->max_blocks_per_seq = (m->options.max_context + m->kv.block_size - 1) / m->kv.block_size;
+    return VKLLM_OK;
+}
+
+vkllm_status exec_model_create(gpu_context *ctx, const gguf_file *file, const model_config *cfg,
+                               const model_weights *weights, const exec_options *options,
+                               exec_model **out) {
+    (void)file;
+    *out = NULL;
+    exec_model *m = calloc(1, sizeof *m);
+    if (!m) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "exec_model");
+    m->ctx = ctx;
+    m->cfg = *cfg;
+    if (options) m->options = *options;
+    fill_default_options(cfg, &m->options);
+    m->layers = calloc(cfg->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        free(m);
+        return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "exec_model layers");
+    }
+    vkllm_status s = upload_weights(m, weights);
+    if (s == VKLLM_OK) {
+        /* The KV layout (block geometry) sizes the decode scratch, so set it first. */
+        m->kv = (k_attn_kv_layout){.num_blocks = 1,
+                                   .block_size = m->options.block_size,
+                                   .n_head_kv = cfg->n_head_kv,
+                                   .head_dim = cfg->head_dim};
+        s = create_scratch(m);
+    }
+    if (s == VKLLM_OK) s = create_kv_cache(m);
+    if (s != VKLLM_OK) {
+        exec_model_destroy(m);
+        return s;
+    }
+    *out = m;
+    return VKLLM_OK;
+}
+
+void exec_model_destroy(exec_model *m) {
+    if (!m) return;
+    gpu_context *ctx = m->ctx;
+    free_tensor(ctx, &m->token_embd);
+    free_tensor(ctx, &m->output_norm);
+    free_tensor(ctx, &m->output);
+    free_tensor(ctx, &m->rope_freqs);
+    for (uint32_t il = 0; il < m->cfg.n_layer; il++) {
+        exec_layer *l = &m->layers[il];
+        exec_tensor *all[] = {&l->attn_norm, &l->wq,       &l->wk,       &l->wv,
+                              &l->bq,        &l->bk,       &l->bv,       &l->q_norm,
+                              &l->k_norm,    &l->wo,       &l->post_attn_norm, &l->ffn_norm,
+                              &l->ffn_gate,  &l->ffn_up,   &l->ffn_down, &l->post_ffw_norm};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free_tensor(ctx, all[i]);
+        if (l->k_cache.handle) gpu_buffer_destroy(ctx, &l->k_cache);
+        if (l->v_cache.handle) gpu_buffer_destroy(ctx, &l->v_cache);
+        if (l->k_host.handle) gpu_buffer_destroy(ctx, &l->k_host);
+        if (l->v_host.handle) gpu_buffer_destroy(ctx, &l->v_host);
+    }
+    gpu_buffer *scratch[] = {&m->x,      &m->h,     &m->q,
+                             &m->k,      &m->v,     &m->attn,
+                             &m->o,      &m->gate,  &m->up,    &m->act,
+                             &m->last,   &m->logits, &m->decode_scratch,
+                             &m->logits_readback, &m->argmax_out, &m->argmax_readback};
+    for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
+        if (scratch[i]->handle) gpu_buffer_destroy(ctx, scratch[i]);
+    free(m->layers);
+    free(m);
+}
+
+const exec_options *exec_model_options(const exec_model *m) { return &m->options; }
+
+void exec_model_memory(const exec_model *m, uint64_t *weights, uint64_t *kv, uint64_t *scratch) {
+    if (weights) *weights = m->weight_bytes;
+    if (kv) *kv = m->kv_bytes;
+    if (scratch) *scratch = m->scratch_bytes;
+}
+
+double exec_last_step_gpu_ms(const exec_model *m) { return m->last_gpu_ms; }
+
+/* ---------------------------------------------------------------- one step */
+
+/* Per-step inputs, copied into the upload ring. */
+typedef struct step_inputs {
+    gpu_binding tokens, positions, slots;
+    /* decode sequences (rows [0, n_decode)) */
+    gpu_binding dec_tables, dec_lens;
+    /* prefill sequences */
+    gpu_binding pre_tables, pre_lens, pre_query_start;
+    uint32_t n_decode, n_prefill, max_decode_ctx, max_q_len;
+    uint32_t first_prefill_token;
+} step_inputs;
+
+static vkllm_status ring_copy(gpu_context *ctx, const void *src, uint64_t bytes,
+                              gpu_binding *binding) {
+    void *dst;
+    VKL_TRY(gpu_ring_alloc(ctx, bytes ? bytes : 4, &dst, binding));
+    if (bytes) memcpy(dst, src, bytes);
+    return VKLLM_OK;
+}
+
+/* Writes block tables [count][max_blocks_per_seq] and context lengths of
+ * plan->seqs[first .. first+count) into the ring. */
+static vkllm_status ring_tables(exec_model *m, const exec_step_plan *plan, uint32_t first,
+                                uint32_t count, gpu_binding *tables, gpu_binding *lens) {
+    uint32_t stride = m->max_blocks_per_seq;
+    int32_t *t, *l;
+    VKL_TRY(gpu_ring_alloc(m->ctx, (uint64_t)(count ? count : 1) * stride * 4, (void **)&t,
+                           tables));
+    VKL_TRY(gpu_ring_alloc(m->ctx, (uint64_t)(count ? count : 1) * 4, (void **)&l, lens));
+    for (uint32_t i = 0; i < count; i++) {
+        const exec_seq_plan *seq = &plan->seqs[first + i];
+        uint32_t n = seq->n_blocks < stride ? seq->n_blocks : stride;
+        memcpy(t + (uint64_t)i * stride, seq->block_table, (uint64_t)n * 4);
+        for (uint32_t b = n; b < stride; b++) t[(uint64_t)i * stride + b] = -1;
+        l[i] = (int32_t)seq->context_len;
+    }
+    return VKLLM_OK;
+}
+
+static vkllm_status check_plan_fits(const exec_model *m, const exec_step_plan *plan) {
+    VKL_TRY(exec_plan_validate(plan, m->kv.block_size, m->kv.num_blocks));
+    if (plan->n_tokens > m->options.max_tokens || plan->n_seqs > m->options.max_seqs)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "step plan: %u tokens in %u sequences exceed the runner's limits (%u "
+                        "tokens, %u sequences)",
+                        plan->n_tokens, plan->n_seqs, m->options.max_tokens,
+                        m->options.max_seqs);
+    for (uint32_t s = 0; s < plan->n_seqs; s++)
+        if (plan->seqs[s].context_len > m->options.max_context)
+            return vkl_fail(VKLLM_ERR_TOO_LONG,
+                            "step plan: sequence %u reaches %u tokens, beyond max_context %u", s,
+                            plan->seqs[s].context_len, m->options.max_context);
+    for (uint32_t t = 0; t < plan->n_tokens; t++)
+        if (plan->tokens[t] < 0 || (uint32_t)plan->tokens[t] >= m->cfg.n_vocab)
+            return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                            "step plan: token %u has id %d outside the vocabulary [0, %u)", t,
+                            plan->tokens[t], m->cfg.n_vocab);
+    return VKLLM_OK;
+}
+
+static vkllm_status upload_inputs(exec_model *m, const exec_step_plan *plan, step_inputs *in) {
+    memset(in, 0, sizeof *in);
+    uint64_t n = plan->n_tokens;
+    VKL_TRY(ring_copy(m->ctx, plan->tokens, n * 4, &in->tokens));
+    VKL_TRY(ring_copy(m->ctx, plan->positions, n * 4, &in->positions));
+    VKL_TRY(ring_copy(m->ctx, plan->slots, n * 4, &in->slots));
+    in->n_decode = exec_plan_decode_count(plan);
+    in->n_prefill = plan->n_seqs - in->n_decode;
+    for (uint32_t s = 0; s < in->n_decode; s++)
+        if (plan->seqs[s].context_len > in->max_decode_ctx)
+            in->max_decode_ctx = plan->seqs[s].context_len;
+    VKL_TRY(ring_tables(m, plan, 0, in->n_decode, &in->dec_tables, &in->dec_lens));
+    VKL_TRY(ring_tables(m, plan, in->n_decode, in->n_prefill, &in->pre_tables, &in->pre_lens));
+    int32_t *qs;
+    VKL_TRY(gpu_ring_alloc(m->ctx, (uint64_t)(in->n_prefill + 1) * 4, (void **)&qs,
+                           &in->pre_query_start));
+    in->first_prefill_token = in->n_decode; /* one token per decode sequence */
+    qs[0] = 0;
+    for (uint32_t i = 0; i < in->n_prefill; i++) {
+        const exec_seq_plan *seq = &plan->seqs[in->n_decode + i];
+        qs[i + 1] = qs[i] + (int32_t)seq->n_new;
+        if (seq->n_new > in->max_q_len) in->max_q_len = seq->n_new;
+    }
+    return VKLLM_OK;
+}
+
+static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
+                                     const step_inputs *in, uint32_t n_tokens) {
+    const model_config *c = &m->cfg;
+    exec_layer *l = &m->layers[il];
+    k_attn_params p = {.n_head = c->n_head,
+                       .scale = c->attn_scale,
+                       .softcap = c->attn_logit_softcap,
+                       .window = c->is_sliding[il] ? c->sliding_window : 0};
+    k_attn_kv_write_args w = {.n_tokens = n_tokens,
+                              .k_src = bind(&m->k),
+                              .v_src = bind(&m->v),
+                              .slots = in->slots,
+                              .k_cache = bind(&l->k_cache),
+                              .v_cache = bind(&l->v_cache)};
+    VKL_TRY(k_attn_kv_write(m->ctx, cmd, &m->kv, &w));
+    uint64_t q_row = (uint64_t)c->n_embd_q * 4, out_row = (uint64_t)c->n_head * c->head_dim_v * 4;
+    if (in->n_decode) {
+        k_attn_decode_args d = {.n_seqs = in->n_decode,
+                                .max_context_len = in->max_decode_ctx,
+                                .partition_size = m->options.partition_size,
+                                .q = bind_rows(&m->q, q_row, 0, in->n_decode),
+                                .block_tables = in->dec_tables,
+                                .table_stride = m->max_blocks_per_seq,
+                                .context_lens = in->dec_lens,
+                                .k_cache = bind(&l->k_cache),
+                                .v_cache = bind(&l->v_cache),
+                                .out = bind_rows(&m->attn, out_row, 0, in->n_decode),
+                                .scratch = bind(&m->decode_scratch)};
+        VKL_TRY(k_attn_decode(m->ctx, cmd, &m->kv, &p, &d));
+    }
+    if (in->n_prefill) {
+        uint32_t first = in->first_prefill_token, count = n_tokens - first;
+        k_attn_prefill_args a = {.n_seqs = in->n_prefill,
+                                 .max_q_len = in->max_q_len,
+                                 .q = bind_rows(&m->q, q_row, first, count),
+                                 .query_start = in->pre_query_start,
+                                 .context_lens = in->pre_lens,
+                                 .block_tables = in->pre_tables,
+                                 .table_stride = m->max_blocks_per_seq,
+                                 .k_cache = bind(&l->k_cache),
+                                 .v_cache = bind(&l->v_cache),
+                                 .out = bind_rows(&m->attn, out_row, first, count)};
+        VKL_TRY(k_attn_prefill(m->ctx, cmd, &m->kv, &p, &a));
+    }
+    return VKLLM_OK;
+}
+
+/* x += norm ? rmsnorm(src) * norm : src */
+static vkllm_status add_to_residual(exec_model *m, gpu_cmd *cmd, const gpu_buffer *src,
+                                    const exec_tensor *norm, uint32_t n_tokens) {
+    const model_config *c = &m->cfg;
+    uint64_t bytes = (uint64_t)n_tokens * c->n_embd * 4;
+    gpu_binding x = {.buffer = &m->x, .range = bytes};
+    gpu_binding s = {.buffer = src, .range = bytes};
+    if (norm->present)
+        return k_rms_norm_add(m->ctx, cmd, s, bind(&norm->buffer), x, n_tokens, c->n_embd,
+                              c->rms_eps);
+    return k_add(m->ctx, cmd, x, s, x, n_tokens * c->n_embd);
+}
+
+static vkllm_status matmul(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
+                           const gpu_buffer *x, const gpu_buffer *y, const exec_tensor *bias,
+                           uint32_t n_tokens) {
+    k_matmul_args a = {.w = &w->weight,
+                       .x = bind(x),
+                       .y = bind(y),
+                       .n_tokens = n_tokens,
+                       .bias = bias && bias->present ? bind(&bias->buffer) : (gpu_binding){0}};
+    return k_matmul_ex(m->ctx, cmd, &a);
+}
+
+static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const step_inputs *in,
+                                 uint32_t T) {
+    const model_config *c = &m->cfg;
+    exec_layer *l = &m->layers[il];
+    gpu_context *ctx = m->ctx;
+    VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->attn_norm.buffer), bind(&m->h), T,
+                       c->n_embd, c->rms_eps));
+    VKL_TRY(matmul(m, cmd, &l->wq, &m->h, &m->q, &l->bq, T));
+    VKL_TRY(matmul(m, cmd, &l->wk, &m->h, &m->k, &l->bk, T));
+    VKL_TRY(matmul(m, cmd, &l->wv, &m->h, &m->v, &l->bv, T));
+    if (c->has_qk_norm) {
+        VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->q), bind(&l->q_norm.buffer), bind(&m->q),
+                           T * c->n_head, c->head_dim, c->rms_eps));
+        VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->k), bind(&l->k_norm.buffer), bind(&m->k),
+                           T * c->n_head_kv, c->head_dim, c->rms_eps));
+    }
+    k_rope_mode mode = c->rope_neox ? K_ROPE_NEOX : K_ROPE_NORM;
+    gpu_binding freqs = m->rope_freqs.present ? bind(&m->rope_freqs.buffer) : (gpu_binding){0};
+    float base = model_rope_base(c, il), scale = model_rope_scale(c, il);
+    VKL_TRY(k_rope(ctx, cmd, bind(&m->q), in->positions, freqs, bind(&m->q), T, c->n_head,
+                   c->head_dim, c->n_rot, base, scale, mode));
+    VKL_TRY(k_rope(ctx, cmd, bind(&m->k), in->positions, freqs, bind(&m->k), T, c->n_head_kv,
+                   c->head_dim, c->n_rot, base, scale, mode));
+    VKL_TRY(record_attention(m, cmd, il, in, T));
+    VKL_TRY(matmul(m, cmd, &l->wo, &m->attn, &m->o, NULL, T));
+    VKL_TRY(add_to_residual(m, cmd, &m->o, &l->post_attn_norm, T));
+
+    VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->ffn_norm.buffer), bind(&m->h), T,
+                       c->n_embd, c->rms_eps));
+    VKL_TRY(matmul(m, cmd, &l->ffn_gate, &m->h, &m->gate, NULL, T));
+    VKL_TRY(matmul(m, cmd, &l->ffn_up, &m->h, &m->up, NULL, T));
+    k_glu_kind glu = c->act == MODEL_ACT_GELU_TANH ? K_GLU_GELU_TANH : K_GLU_SILU;
+    VKL_TRY(k_glu(ctx, cmd, glu, bind(&m->gate), bind(&m->up), bind(&m->act), T, c->n_ff, c->n_ff,
+                  c->n_ff));
+    VKL_TRY(matmul(m, cmd, &l->ffn_down, &m->act, &m->o, NULL, T));
+    VKL_TRY(add_to_residual(m, cmd, &m->o, &l->post_ffw_norm, T));
+    return VKLLM_OK;
+}
+
+/* Gathers the rows that need logits, applies the final norm and the LM head. */
+static vkllm_status record_head(exec_model *m, gpu_cmd *cmd, const exec_step_plan *plan,
+                                uint32_t n_rows, bool want_logits, bool want_argmax) {
+    const model_config *c = &m->cfg;
+    uint64_t row = (uint64_t)c->n_embd * 4;
+    uint32_t r = 0;
+    for (uint32_t s = 0; s < plan->n_seqs; s++) {
+        const exec_seq_plan *seq = &plan->seqs[s];
+        if (!seq->need_logits) continue;
+        uint32_t t = seq->first_token + seq->n_new - 1;
+        gpu_cmd_copy(cmd, &m->x, row * t, &m->last, row * r, row);
+        r++;
+    }
+    VKL_TRY(k_rms_norm(m->ctx, cmd, bind(&m->last), bind(&m->output_norm.buffer), bind(&m->last),
+                       n_rows, c->n_embd, c->rms_eps));
+    VKL_TRY(matmul(m, cmd, lm_head(m), &m->last, &m->logits, NULL, n_rows));
+    uint32_t n_logits = n_rows * c->n_vocab;
+    if (c->final_logit_softcap > 0)
+        VKL_TRY(k_softcap(m->ctx, cmd, bind(&m->logits), bind(&m->logits), n_logits,
+                          c->final_logit_softcap));
+    if (want_argmax) {
+        gpu_pipeline *argmax;
+        gpu_pipeline_desc desc = {.shader = "argmax_f32", .num_bindings = 2,
+                                  .push_constant_size = 8};
+        VKL_TRY(gpu_pipeline_get(m->ctx, &desc, &argmax));
+        uint32_t push[2] = {c->n_vocab, c->n_vocab};
+        gpu_binding b[2] = {bind(&m->logits), {.buffer = &m->argmax_out, .writable = true}};
+        gpu_cmd_dispatch(cmd, argmax, b, 2, push, sizeof push, n_rows, 1, 1);
+        gpu_cmd_copy(cmd, &m->argmax_out, 0, &m->argmax_readback, 0, (uint64_t)n_rows * 4);
+    }
+    if (want_logits)
+        gpu_cmd_copy(cmd, &m->logits, 0, &m->logits_readback, 0, (uint64_t)n_logits * 4);
+    return VKLLM_OK;
+}
+
+static vkllm_status record_step(exec_model *m, gpu_cmd *cmd, const exec_step_plan *plan,
+                                uint32_t n_rows, bool want_logits, bool want_argmax) {
+    const model_config *c = &m->cfg;
+    uint32_t T = plan->n_tokens;
+    step_inputs in;
+    VKL_TRY(upload_inputs(m, plan, &in));
+    gpu_cmd_timestamp(cmd, "step begin");
+    VKL_TRY(k_get_rows(m->ctx, cmd, &m->token_embd.weight, in.tokens, bind(&m->x), T));
+    if (c->embed_scale != 1.0f)
+        VKL_TRY(k_scale(m->ctx, cmd, bind(&m->x), bind(&m->x), T * c->n_embd, c->embed_scale));
+    for (uint32_t il = 0; il < c->n_layer; il++) VKL_TRY(record_layer(m, cmd, il, &in, T));
+    if (n_rows) VKL_TRY(record_head(m, cmd, plan, n_rows, want_logits, want_argmax));
+    gpu_cmd_timestamp(cmd, "step end");
+    return VKLLM_OK;
+}
+
+vkllm_status exec_step(exec_model *m, const exec_step_plan *plan, float *logits,
+                       int32_t *argmax) {
+    VKL_TRY(check_plan_fits(m, plan));
+    uint32_t n_rows = exec_plan_logit_rows(plan);
+    gpu_cmd *cmd;
+    VKL_TRY(gpu_cmd_begin(m->ctx, &cmd));
+    vkllm_status s = record_step(m, cmd, plan, n_rows, logits != NULL, argmax != NULL);
+    if (s != VKLLM_OK) {
+        /* Submitting an unfinished recording would run half a step; gpu_cmd_submit
+         * still frees it, so submit only after recording a barrier-only tail. */
+        vkllm_status keep = s;
+        char message[VKL_ERROR_MAX];
+        snprintf(message, sizeof message, "%s", vkllm_last_error());
+        gpu_cmd_submit(cmd);
+        return vkl_fail(keep, "%s", message);
+    }
+    VKL_TRY(gpu_cmd_submit(cmd));
+    const char **labels;
+    const double *ms;
+    uint32_t n_ts = gpu_last_timestamps(m->ctx, &labels, &ms);
+    m->last_gpu_ms = n_ts >= 2 ? ms[n_ts - 1] - ms[0] : 0;
+    if (logits && n_rows)
+        memcpy(logits, m->logits_readback.mapped, (uint64_t)n_rows * m->cfg.n_vocab * 4);
+    if (argmax && n_rows) memcpy(argmax, m->argmax_readback.mapped, (uint64_t)n_rows * 4);
+    return VKLLM_OK;
+}
+
+vkllm_status exec_apply_kv_ops(exec_model *m, const kv_op *ops, size_t n_ops) {
+    if (n_ops == 0) return VKLLM_OK;
+    uint64_t block = k_attn_block_bytes(&m->kv);
+    for (size_t i = 0; i < n_ops; i++) {
+        uint32_t src_limit = ops[i].kind == KV_OP_SWAP_IN ? m->options.num_host_blocks
+                                                           : m->kv.num_blocks;
+        uint32_t dst_limit = ops[i].kind == KV_OP_SWAP_OUT ? m->options.num_host_blocks
+                                                            : m->kv.num_blocks;
+        if (ops[i].src < 0 || (uint32_t)ops[i].src >= src_limit || ops[i].dst < 0 ||
+            (uint32_t)ops[i].dst >= dst_limit)
+            return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                            "kv op %zu (%s %d -> %d) outside the pools (%u device, %u host blocks)",
+                            i, kv_op_kind_name(ops[i].kind), ops[i].src, ops[i].dst,
+                            m->kv.num_blocks, m->options.num_host_blocks);
+    }
+    gpu_cmd *cmd;
+    VKL_TRY(gpu_cmd_begin(m->ctx, &cmd));
+    for (size_t i = 0; i < n_ops; i++) {
+        for (uint32_t il = 0; il < m->cfg.n_layer; il++) {
+            exec_layer *l = &m->layers[il];
+            const gpu_buffer *src[2], *dst[2];
+            switch (ops[i].kind) {
+            case KV_OP_COPY:
+                src[0] = dst[0] = &l->k_cache;
+                src[1] = dst[1] = &l->v_cache;
+                break;
+            case KV_OP_SWAP_OUT:
+                src[0] = &l->k_cache, src[1] = &l->v_cache;
+                dst[0] = &l->k_host, dst[1] = &l->v_host;
+                break;
+            default: /* KV_OP_SWAP_IN */
+                src[0] = &l->k_host, src[1] = &l->v_host;
+                dst[0] = &l->k_cache, dst[1] = &l->v_cache;
+                break;
+            }
+            for (int kv = 0; kv < 2; kv++)
+                gpu_cmd_copy(cmd, src[kv], block * (uint64_t)ops[i].src, dst[kv],
+                             block * (uint64_t)ops[i].dst, block);
+        }
+    }
+    return gpu_cmd_submit(cmd);
+}

@@ -1,0 +1,64 @@
+/* runner.h: the model on the GPU: weights, the paged KV cache, activations, and
+ * the forward pass of one step (an exec_step_plan in, logits out).
+ *
+ * exec_model_create uploads every weight once in its file format, allocates the
+ * KV cache (per layer, K and V, in the layout of exec/k_attention.h) and scratch
+ * activations sized for the largest step (max_tokens tokens, max_seqs sequences).
+ * exec_step records the whole step (embedding, every layer, the LM head of the
+ * rows that need logits) into one command buffer, submits it and waits.
+ *
+ * The runner does not decide anything: which tokens run and where their K/V go
+ * come from the plan (scheduler + KV manager). Module prefix: exec_. */
+#ifndef VKL_RUNNER_H
+#define VKL_RUNNER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "exec/step_plan.h"
+#include "gpu/gpu.h"
+#include "kv/kv_ops.h"
+#include "model/gguf.h"
+#include "model/model.h"
+
+typedef struct exec_options {
+    uint32_t block_size;      /* tokens per KV block (default 16) */
+    uint32_t num_blocks;      /* KV blocks; 0: from kv_memory_fraction */
+    float kv_memory_fraction; /* of the device-local heap left after weights and scratch
+                                 (default 0.9 when num_blocks is 0) */
+    uint32_t max_tokens;      /* most tokens in one step (default 512) */
+    uint32_t max_seqs;        /* most sequences in one step (default 64) */
+    uint32_t max_context;     /* longest sequence in tokens (default: the model's, capped
+                                 at 8192) */
+    uint32_t partition_size;  /* decode attention partition (0: automatic) */
+    uint32_t num_host_blocks; /* host-memory blocks for swapped-out sequences (default 0) */
+} exec_options;
+
+typedef struct exec_model exec_model;
+
+vkllm_status exec_model_create(gpu_context *ctx, const gguf_file *file, const model_config *cfg,
+                               const model_weights *weights, const exec_options *options,
+                               exec_model **out);
+void exec_model_destroy(exec_model *model);
+
+/* The options in effect (defaults filled in, num_blocks decided). */
+const exec_options *exec_model_options(const exec_model *model);
+/* Device bytes of weights, of the KV cache and of scratch activations. */
+void exec_model_memory(const exec_model *model, uint64_t *weights, uint64_t *kv, uint64_t *scratch);
+
+/* Runs one step. logits: [exec_plan_logit_rows(plan)][n_vocab] floats, the rows in
+ * the order of plan->seqs that have need_logits (may be NULL when none are wanted;
+ * then argmax may still be asked for). argmax (may be NULL): the greedy token of each
+ * of those rows, computed on the GPU. */
+vkllm_status exec_step(exec_model *model, const exec_step_plan *plan, float *logits,
+                       int32_t *argmax);
+
+/* Executes the block manager's device work (copy-on-write copies, swap out to and
+ * swap in from host blocks), in list order, for every layer's K and V; waits. */
+vkllm_status exec_apply_kv_ops(exec_model *model, const kv_op *ops, size_t n_ops);
+
+/* Timings of the last step in ms (GPU time of the whole command buffer; 0 when the
+ * device has no timestamps). */
+double exec_last_step_gpu_ms(const exec_model *model);
+
+#endif

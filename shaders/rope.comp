@@ -1,0 +1,87 @@
+#version 450
+/* rope.comp: rotary position embedding of [n_tokens][n_heads][head_dim] f32.
+ *
+ * For token t at position p = pos[t] and pair i < n_rot/2 (docs/gguf-and-models.md §4.4):
+ *   theta = p * freq_scale * freq_base^(-2i/n_rot) / ff_i,  ff_i = freq_factors[i] or 1
+ *   (a, b) -> (a cos(theta) - b sin(theta), a sin(theta) + b cos(theta))
+ * NORM pairs (x[2i], x[2i+1]); NEOX (ROPE_NEOX) pairs (x[i], x[i + n_rot/2]).
+ * Dims >= n_rot are copied unchanged, so out may differ from x; in place
+ * (out bound to x's range) is safe because each invocation reads its two
+ * values before writing them and no other invocation touches them.
+ *
+ * Bindings: 0 x, 1 pos int32 [n_tokens], 2 out, and with HAS_FREQ_FACTORS
+ * 3 freq_factors f32 [n_rot/2]. Push constants: see PushConstants;
+ * log2_base_step = -2 log2(freq_base) / n_rot (computed on the host in double)
+ * so that freq_base^(-2i/n_rot) = exp2(i * log2_base_step).
+ * One invocation per (token, head, pair j < head_dim/2); pairs j >= n_rot/2
+ * copy dims n_rot + 2(j - n_rot/2) and the one after it. head_dim and n_rot
+ * are even (checked by the launcher). Grid-stride loop over all pairs.
+ * theta is computed in f32, as llama.cpp and Hugging Face do, so its error
+ * grows like |theta| * 2^-24 (see tests). Vulkan pins sin/cos accuracy only on
+ * [-pi, pi], so theta is first reduced exactly (Cody-Waite): k = round(theta /
+ * 2pi), with 2pi = C1 + C2 + C3 where C1 and C2 have 8 significant bits, so
+ * k*C1 and k*C2 are exact for |k| < 2^16 (|theta| < 4e5); `precise` keeps the
+ * compiler from re-associating or contracting those steps. */
+// variant: rope_norm
+// variant: rope_neox ROPE_NEOX
+// variant: rope_norm_ff HAS_FREQ_FACTORS
+// variant: rope_neox_ff ROPE_NEOX HAS_FREQ_FACTORS
+
+layout(constant_id = 0) const uint BLOCK_SIZE = 256;
+layout(local_size_x_id = 0) in;
+
+layout(std430, binding = 0) readonly buffer XBuffer { float x[]; };
+layout(std430, binding = 1) readonly buffer PosBuffer { int pos[]; };
+layout(std430, binding = 2) writeonly buffer OutBuffer { float out_values[]; };
+#ifdef HAS_FREQ_FACTORS
+layout(std430, binding = 3) readonly buffer FreqFactorBuffer { float freq_factors[]; };
+#endif
+
+layout(push_constant) uniform PushConstants {
+    uint n_tokens;
+    uint n_heads;
+    uint head_dim;
+    uint n_rot;
+    float log2_base_step;
+    float freq_scale;
+} pc;
+
+/* 2pi = C1 + C2 + C3 to about 2^-42; C1 = 6.28125, C2 = 0.00193023681640625 exactly. */
+#define TWO_PI_C1 uintBitsToFloat(0x40c90000u)
+#define TWO_PI_C2 uintBitsToFloat(0x3afd0000u)
+#define TWO_PI_C3 uintBitsToFloat(0x36aa2217u)
+#define INV_TWO_PI 0.15915494309189535
+
+void main() {
+    uint pairs_per_head = pc.head_dim / 2;
+    uint rot_pairs = pc.n_rot / 2;
+    uint total = pc.n_tokens * pc.n_heads * pairs_per_head;
+    uint step = gl_NumWorkGroups.x * BLOCK_SIZE;
+    for (uint idx = gl_GlobalInvocationID.x; idx < total; idx += step) {
+        uint head_row = idx / pairs_per_head; /* token * n_heads + head */
+        uint j = idx - head_row * pairs_per_head;
+        uint base = head_row * pc.head_dim;
+        if (j >= rot_pairs) {
+            uint d = pc.n_rot + 2 * (j - rot_pairs);
+            out_values[base + d] = x[base + d];
+            out_values[base + d + 1] = x[base + d + 1];
+            continue;
+        }
+        uint token = head_row / pc.n_heads;
+        float theta = float(pos[token]) * (pc.freq_scale * exp2(float(j) * pc.log2_base_step));
+#ifdef HAS_FREQ_FACTORS
+        theta /= freq_factors[j];
+#endif
+        precise float turns = round(theta * INV_TWO_PI);
+        precise float reduced = ((theta - turns * TWO_PI_C1) - turns * TWO_PI_C2) - turns * TWO_PI_C3;
+#ifdef ROPE_NEOX
+        uint ia = base + j, ib = base + j + rot_pairs;
+#else
+        uint ia = base + 2 * j, ib = base + 2 * j + 1;
+#endif
+        float a = x[ia], b = x[ib];
+        float c = cos(reduced), s = sin(reduced);
+        out_values[ia] = a * c - b * s;
+        out_values[ib] = a * s + b * c;
+    }
+}

@@ -1,0 +1,286 @@
+/* test_exec_forward.c: the Vulkan forward pass (engine/exec/runner.c) against the CPU
+ * reference (engine/ref/) on synthetic models of every architecture.
+ *
+ * For each model: prompts of 1, 17 and 300 tokens (whole, and in prefill chunks),
+ * then 64 greedy decode steps; the logits of every step must match the reference
+ * within LOGIT_REL_BOUND and the greedy tokens must be identical. K/V live in a paged
+ * cache whose block table is a random permutation of the pool, so blocks are scattered
+ * and out of order; contexts end mid-block. A mixed step (decode tokens of some
+ * sequences with a prefill chunk of another) must give each sequence the logits it
+ * gets alone. */
+// links: exec ref model gpu common
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec/runner.h"
+#include "model/synth.h"
+#include "ref/ref_forward.h"
+#include "common/test_gpu.h"
+#include "common/test_util.h"
+
+/* fp16 K/V in the cache (the reference keeps f32) bounds the agreement. */
+#define LOGIT_REL_BOUND 5e-3
+
+TestSuite(exec_forward, .fini = test_gpu_check_validation, .timeout = 600);
+
+typedef struct fixture {
+    void *file_data;
+    gguf_file *gguf;
+    model_config cfg;
+    model_weights weights;
+    ref_model *ref;
+    exec_model *gpu;
+    uint32_t block_size, num_blocks;
+} fixture;
+
+static void fixture_open(fixture *f, model_arch arch, synth_quant quant, uint32_t block_size,
+                         uint32_t max_tokens) {
+    memset(f, 0, sizeof *f);
+    synth_params p;
+    synth_params_default(arch, &p);
+    p.quant = quant;
+    p.n_ctx = 1024;
+    p.seed = 7 + (uint64_t)arch;
+    uint64_t size;
+    cr_assert(synth_write_memory(&p, &f->file_data, &size) == VKLLM_OK, "%s", vkllm_last_error());
+    cr_assert(gguf_open_memory(f->file_data, size, "synthetic", &f->gguf) == VKLLM_OK, "%s",
+              vkllm_last_error());
+    cr_assert(model_load(f->gguf, &f->cfg, &f->weights) == VKLLM_OK, "%s", vkllm_last_error());
+    cr_assert(ref_model_create(f->gguf, &f->ref) == VKLLM_OK, "%s", vkllm_last_error());
+    f->block_size = block_size;
+    f->num_blocks = 64;
+    exec_options o = {.block_size = block_size,
+                      .num_blocks = f->num_blocks,
+                      .max_tokens = max_tokens,
+                      .max_seqs = 8,
+                      .max_context = 512};
+    cr_assert(exec_model_create(test_gpu(), f->gguf, &f->cfg, &f->weights, &o, &f->gpu) == VKLLM_OK,
+              "%s", vkllm_last_error());
+}
+
+static void fixture_close(fixture *f) {
+    exec_model_destroy(f->gpu);
+    ref_model_destroy(f->ref);
+    model_weights_free(&f->weights);
+    gguf_close(f->gguf);
+    free(f->file_data);
+}
+
+/* One sequence's view of the paged cache. */
+typedef struct seq {
+    int32_t table[64];
+    uint32_t n_blocks;
+    uint32_t len; /* tokens already in the cache */
+} seq;
+
+/* Gives `s` blocks[first .. first+count) of a shuffled pool. */
+static void seq_init(seq *s, const int32_t *pool, uint32_t first, uint32_t count) {
+    memset(s, 0, sizeof *s);
+    memcpy(s->table, pool + first, count * sizeof(int32_t));
+    s->n_blocks = count;
+}
+
+static void shuffled_pool(int32_t *pool, uint32_t n, uint64_t seed) {
+    test_rng rng = test_rng_seeded(seed);
+    for (uint32_t i = 0; i < n; i++)
+        pool[i] = (int32_t)i;
+    for (uint32_t i = n - 1; i > 0; i--) {
+        uint32_t j = test_rng_below(&rng, i + 1);
+        int32_t t = pool[i];
+        pool[i] = pool[j];
+        pool[j] = t;
+    }
+}
+
+/* Fills the plan rows of `n` new tokens of `s` starting at token index `first`. */
+static exec_seq_plan plan_seq(const fixture *f, seq *s, const int32_t *new_tokens, uint32_t n,
+                              uint32_t first, int32_t *tokens, int32_t *positions, int32_t *slots) {
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t pos = s->len + i;
+        tokens[first + i] = new_tokens[i];
+        positions[first + i] = (int32_t)pos;
+        slots[first + i] =
+            s->table[pos / f->block_size] * (int32_t)f->block_size + (int32_t)(pos % f->block_size);
+    }
+    s->len += n;
+    return (exec_seq_plan){.first_token = first,
+                           .n_new = n,
+                           .context_len = s->len,
+                           .block_table = s->table,
+                           .n_blocks = s->n_blocks,
+                           .need_logits = true};
+}
+
+/* Runs `n` tokens of one sequence as one step; logits of its last token. */
+static void gpu_step_one(fixture *f, seq *s, const int32_t *new_tokens, uint32_t n, float *logits,
+                         int32_t *argmax) {
+    int32_t *tokens = malloc(n * 4), *positions = malloc(n * 4), *slots = malloc(n * 4);
+    exec_seq_plan sp = plan_seq(f, s, new_tokens, n, 0, tokens, positions, slots);
+    exec_step_plan plan = {.n_tokens = n,
+                           .tokens = tokens,
+                           .positions = positions,
+                           .slots = slots,
+                           .n_seqs = 1,
+                           .seqs = &sp};
+    vkllm_status st = exec_step(f->gpu, &plan, logits, argmax);
+    cr_assert(st == VKLLM_OK, "exec_step: %s", vkllm_last_error());
+    free(tokens);
+    free(positions);
+    free(slots);
+}
+
+static void random_prompt(int32_t *tokens, uint32_t n, uint32_t vocab, uint64_t seed) {
+    test_rng rng = test_rng_seeded(seed);
+    for (uint32_t i = 0; i < n; i++)
+        tokens[i] = (int32_t)test_rng_below(&rng, vocab);
+}
+
+/* Prompt of n_prompt tokens in chunks of `chunk`, then n_decode greedy steps; every
+ * step's logits compared with the reference. */
+static void check_sequence(fixture *f, uint32_t n_prompt, uint32_t chunk, uint32_t n_decode,
+                           uint64_t seed) {
+    uint32_t V = f->cfg.n_vocab;
+    int32_t *prompt = malloc(n_prompt * 4);
+    random_prompt(prompt, n_prompt, V, seed);
+    float *ref_logits = malloc(V * 4), *gpu_logits = malloc(V * 4);
+    int32_t pool[64];
+    shuffled_pool(pool, f->num_blocks, seed);
+    seq s;
+    seq_init(&s, pool, 0, f->num_blocks);
+
+    ref_reset(f->ref);
+    cr_assert(ref_forward(f->ref, prompt, n_prompt, 0, false, ref_logits) == VKLLM_OK, "%s",
+              vkllm_last_error());
+    for (uint32_t done = 0; done < n_prompt; done += chunk) {
+        uint32_t n = n_prompt - done < chunk ? n_prompt - done : chunk;
+        test_poison(gpu_logits, V);
+        int32_t argmax = -1;
+        gpu_step_one(f, &s, prompt + done, n, gpu_logits, &argmax);
+        if (done + n == n_prompt) {
+            double err = test_rel_error(gpu_logits, ref_logits, V);
+            cr_assert(err <= LOGIT_REL_BOUND,
+                      "%s prompt %u (chunks of %u): logits rel error %.3g > %.3g",
+                      model_arch_name(f->cfg.arch), n_prompt, chunk, err, LOGIT_REL_BOUND);
+            cr_assert_eq(argmax, ref_argmax(gpu_logits, V), "GPU argmax disagrees with its logits");
+        }
+    }
+    int32_t next = ref_argmax(ref_logits, V);
+    for (uint32_t step = 0; step < n_decode; step++) {
+        cr_assert_eq(ref_argmax(gpu_logits, V), next,
+                     "%s prompt %u: greedy token differs at decode step %u",
+                     model_arch_name(f->cfg.arch), n_prompt, step);
+        cr_assert(ref_forward(f->ref, &next, 1, n_prompt + step, false, ref_logits) == VKLLM_OK,
+                  "%s", vkllm_last_error());
+        test_poison(gpu_logits, V);
+        gpu_step_one(f, &s, &next, 1, gpu_logits, NULL);
+        double err = test_rel_error(gpu_logits, ref_logits, V);
+        cr_assert(err <= LOGIT_REL_BOUND,
+                  "%s prompt %u: decode step %u logits rel error %.3g > %.3g",
+                  model_arch_name(f->cfg.arch), n_prompt, step, err, LOGIT_REL_BOUND);
+        next = ref_argmax(ref_logits, V);
+    }
+    free(prompt);
+    free(ref_logits);
+    free(gpu_logits);
+}
+
+static void check_arch(model_arch arch, synth_quant quant, uint32_t block_size) {
+    fixture f;
+    fixture_open(&f, arch, quant, block_size, 512);
+    check_sequence(&f, 1, 512, 8, 11);
+    check_sequence(&f, 17, 512, 64, 12);
+    check_sequence(&f, 300, 512, 8, 13);
+    check_sequence(&f, 300, 128, 4, 14); /* chunked prefill over earlier paged chunks */
+    fixture_close(&f);
+}
+
+Test(exec_forward, llama) {
+    check_arch(MODEL_ARCH_LLAMA, SYNTH_F32, 16);
+}
+Test(exec_forward, qwen2) {
+    check_arch(MODEL_ARCH_QWEN2, SYNTH_Q8_0, 16);
+}
+Test(exec_forward, qwen3) {
+    check_arch(MODEL_ARCH_QWEN3, SYNTH_F16, 8);
+}
+Test(exec_forward, gemma3) {
+    check_arch(MODEL_ARCH_GEMMA3, SYNTH_Q4_0, 32);
+}
+
+/* Decode tokens of two sequences and a prefill chunk of a third in one step give each
+ * the logits the reference computes for it alone. */
+Test(exec_forward, mixed_step_matches_each_alone) {
+    fixture f;
+    fixture_open(&f, MODEL_ARCH_LLAMA, SYNTH_F32, 16, 512);
+    uint32_t V = f.cfg.n_vocab;
+    int32_t pool[64];
+    shuffled_pool(pool, f.num_blocks, 99);
+    seq s[3];
+    for (int i = 0; i < 3; i++)
+        seq_init(&s[i], pool, (uint32_t)i * 20, 20);
+    int32_t prompts[3][40];
+    uint32_t lens[3] = {23, 9, 37};
+    for (int i = 0; i < 3; i++)
+        random_prompt(prompts[i], lens[i], V, 100 + (uint64_t)i);
+    /* Sequences 0 and 1 are prefilled first (their own steps) except their last token. */
+    float *logits = malloc(3 * V * 4), *ref_logits = malloc(V * 4);
+    for (int i = 0; i < 2; i++)
+        gpu_step_one(&f, &s[i], prompts[i], lens[i] - 1, logits, NULL);
+    int32_t tokens[64], positions[64], slots[64];
+    exec_seq_plan sp[3];
+    sp[0] = plan_seq(&f, &s[0], &prompts[0][lens[0] - 1], 1, 0, tokens, positions, slots);
+    sp[1] = plan_seq(&f, &s[1], &prompts[1][lens[1] - 1], 1, 1, tokens, positions, slots);
+    sp[2] = plan_seq(&f, &s[2], prompts[2], lens[2], 2, tokens, positions, slots);
+    exec_step_plan plan = {.n_tokens = 2 + lens[2],
+                           .tokens = tokens,
+                           .positions = positions,
+                           .slots = slots,
+                           .n_seqs = 3,
+                           .seqs = sp};
+    test_poison(logits, 3 * V);
+    cr_assert(exec_step(f.gpu, &plan, logits, NULL) == VKLLM_OK, "%s", vkllm_last_error());
+    for (int i = 0; i < 3; i++) {
+        ref_reset(f.ref);
+        cr_assert(ref_forward(f.ref, prompts[i], lens[i], 0, false, ref_logits) == VKLLM_OK, "%s",
+                  vkllm_last_error());
+        double err = test_rel_error(logits + (size_t)i * V, ref_logits, V);
+        cr_assert(err <= LOGIT_REL_BOUND, "sequence %d: rel error %.3g", i, err);
+    }
+    free(logits);
+    free(ref_logits);
+    fixture_close(&f);
+}
+
+/* Plans that break the invariants are refused before anything runs. */
+Test(exec_forward, bad_plans_are_refused) {
+    fixture f;
+    fixture_open(&f, MODEL_ARCH_LLAMA, SYNTH_F32, 16, 64);
+    int32_t table[4] = {0, 1, 2, 3};
+    int32_t tokens[2] = {1, 2}, positions[2] = {0, 1}, slots[2] = {0, 1};
+    exec_seq_plan sp = {.first_token = 0,
+                        .n_new = 2,
+                        .context_len = 2,
+                        .block_table = table,
+                        .n_blocks = 4,
+                        .need_logits = true};
+    exec_step_plan plan = {.n_tokens = 2,
+                           .tokens = tokens,
+                           .positions = positions,
+                           .slots = slots,
+                           .n_seqs = 1,
+                           .seqs = &sp};
+    slots[1] = 5;
+    cr_assert_eq(exec_step(f.gpu, &plan, NULL, NULL), VKLLM_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(vkllm_last_error(), "slot") != NULL, "%s", vkllm_last_error());
+    slots[1] = 1;
+    tokens[1] = (int32_t)f.cfg.n_vocab;
+    cr_assert_eq(exec_step(f.gpu, &plan, NULL, NULL), VKLLM_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(vkllm_last_error(), "vocabulary") != NULL, "%s", vkllm_last_error());
+    tokens[1] = 2;
+    table[0] = 64; /* outside the 64-block pool */
+    cr_assert_eq(exec_step(f.gpu, &plan, NULL, NULL), VKLLM_ERR_INVALID_ARGUMENT);
+    table[0] = 0;
+    cr_assert_eq(exec_step(f.gpu, &plan, NULL, NULL), VKLLM_OK, "%s", vkllm_last_error());
+    fixture_close(&f);
+}

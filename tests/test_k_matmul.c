@@ -1,0 +1,462 @@
+/* test_k_matmul.c: the weight kernels (k_matmul / k_matmul_ex) against a CPU reference.
+ *
+ * Reference: the weights are dequantized on the CPU with model/quant.h, then
+ * Y = X·Wᵀ (+ bias) is computed in double. Weights are random blocks (random
+ * quant bits, fp16 scales drawn from sane ranges), X is uniform in [-1, 1), Y is
+ * poisoned (NaN words) first so unwritten outputs fail, and elements outside the
+ * written region must still hold the poison afterwards.
+ * Bounds (relative L2 error of all outputs): 1e-4 for the f32 paths (matvec,
+ * tiled), 1e-2 for the cooperative-matrix path (fp16 operands, f32 accumulation).
+ * Shapes: rows not multiples of the tile (37, 67, 131), cols a multiple of the
+ * block but not of the k-tile where the type allows it.
+ * The big-weight case (test_k_matmul_big.c) covers bindings beyond 128 MiB;
+ * here small max_binding_bytes values force the same row-range splitting. */
+// links: exec gpu model
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec/k_matmul.h"
+#include "model/quant.h"
+#include "common/test_gpu.h"
+#include "common/test_util.h"
+
+#define F32_BOUND 1e-4
+#define COOPMAT_BOUND 1e-2
+
+static const ggml_type all_types[] = {
+    GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
+    GGML_TYPE_Q8_0, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+};
+#define N_TYPES (sizeof all_types / sizeof all_types[0])
+
+/* ---------------------------------------------------------------- random weights */
+
+static void put_f16(uint8_t *p, float v) {
+    uint16_t h = test_f32_to_f16(v);
+    memcpy(p, &h, 2);
+}
+
+static float random_scale(test_rng *rng, float lo, float hi) {
+    float v = test_rng_uniform(rng, lo, hi);
+    return (test_rng_next(rng) & 1) ? -v : v;
+}
+
+/* Fills `rows` rows of `cols` elements of `type` at dst with random data. */
+static void random_weight(test_rng *rng, ggml_type type, uint8_t *dst, uint32_t rows,
+                          uint32_t cols) {
+    uint64_t n = (uint64_t)rows * cols;
+    if (type == GGML_TYPE_F32) {
+        for (uint64_t i = 0; i < n; i++) {
+            float v = test_rng_uniform(rng, -1, 1);
+            memcpy(dst + 4 * i, &v, 4);
+        }
+        return;
+    }
+    if (type == GGML_TYPE_F16) {
+        for (uint64_t i = 0; i < n; i++)
+            put_f16(dst + 2 * i, test_rng_uniform(rng, -1, 1));
+        return;
+    }
+    ggml_type_info info = ggml_type_get_info(type);
+    uint64_t blocks = n / info.block_elems;
+    for (uint64_t b = 0; b < blocks; b++) {
+        uint8_t *blk = dst + b * info.block_bytes;
+        for (uint32_t i = 0; i < info.block_bytes; i++)
+            blk[i] = (uint8_t)test_rng_next(rng);
+        switch (type) {
+        case GGML_TYPE_Q4_0:
+        case GGML_TYPE_Q5_0:
+        case GGML_TYPE_Q8_0:
+            put_f16(blk, random_scale(rng, 0.002f, 0.02f));
+            break;
+        case GGML_TYPE_Q4_1:
+        case GGML_TYPE_Q5_1:
+            put_f16(blk, random_scale(rng, 0.002f, 0.02f));
+            put_f16(blk + 2, random_scale(rng, 0.0f, 0.1f));
+            break;
+        case GGML_TYPE_Q2_K:
+            put_f16(blk + 80, random_scale(rng, 0.002f, 0.02f));
+            put_f16(blk + 82, random_scale(rng, 0.0f, 0.01f));
+            break;
+        case GGML_TYPE_Q3_K:
+            put_f16(blk + 108, random_scale(rng, 0.0005f, 0.005f));
+            break;
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K:
+            put_f16(blk, random_scale(rng, 0.0005f, 0.005f));
+            put_f16(blk + 2, random_scale(rng, 0.0f, 0.002f));
+            break;
+        case GGML_TYPE_Q6_K:
+            put_f16(blk + 208, random_scale(rng, 0.0002f, 0.002f));
+            break;
+        default:
+            cr_assert_fail("no random recipe for type %u", (unsigned)type);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- one case */
+
+typedef struct mm_case {
+    ggml_type type;
+    uint32_t rows, cols, n_tokens;
+    k_matmul_kernel kernel;
+    k_reduce_path reduce;
+    uint64_t w_offset;          /* weight bytes start here in its buffer (multiple of 4) */
+    uint64_t max_binding_bytes; /* 0: device limit */
+    uint32_t x_stride, y_stride, y_col;
+    bool bias;
+    double bound;
+    uint64_t seed;
+} mm_case;
+
+static const char *kernel_name(k_matmul_kernel k) {
+    static const char *names[] = {"auto", "matvec", "tiled", "coopmat"};
+    return names[k];
+}
+
+static void run_case(const mm_case *c) {
+    char label[256];
+    snprintf(label, sizeof label,
+             "%s rows=%u cols=%u n_tokens=%u kernel=%s reduce=%d offset=%llu max_binding=%llu "
+             "x_stride=%u y_stride=%u y_col=%u bias=%d seed=%llu",
+             ggml_type_get_info(c->type).name, c->rows, c->cols, c->n_tokens,
+             kernel_name(c->kernel), (int)c->reduce, (unsigned long long)c->w_offset,
+             (unsigned long long)c->max_binding_bytes, c->x_stride, c->y_stride, c->y_col, c->bias,
+             (unsigned long long)c->seed);
+    test_rng rng = test_rng_seeded(c->seed);
+    uint32_t rows = c->rows, cols = c->cols, nt = c->n_tokens;
+    uint32_t xs = c->x_stride ? c->x_stride : cols;
+    uint32_t ys = c->y_stride ? c->y_stride : c->y_col + rows;
+    uint64_t row_bytes = ggml_row_bytes(c->type, cols);
+    cr_assert(row_bytes > 0, "%s: bad shape", label);
+
+    /* weights: random prefix bytes, the tensor, padding to 16 */
+    uint64_t w_size = (c->w_offset + row_bytes * rows + 15) & ~15ull;
+    uint8_t *w_host = malloc(w_size);
+    cr_assert(w_host);
+    for (uint64_t i = 0; i < w_size; i++)
+        w_host[i] = (uint8_t)test_rng_next(&rng);
+    random_weight(&rng, c->type, w_host + c->w_offset, rows, cols);
+    float *deq = malloc(sizeof(float) * rows * cols);
+    cr_assert(deq);
+    cr_assert(quant_dequantize(c->type, w_host + c->w_offset, deq, (uint64_t)rows * cols) ==
+                  VKLLM_OK,
+              "%s: quant_dequantize: %s", label, vkllm_last_error());
+
+    float *x = malloc(sizeof(float) * nt * xs);
+    float *bias = malloc(sizeof(float) * rows);
+    cr_assert(x && bias);
+    test_fill_uniform(&rng, x, (size_t)nt * xs, -1, 1); /* padding columns too: must be ignored */
+    test_fill_uniform(&rng, bias, rows, -1, 1);
+
+    /* reference */
+    size_t y_len = (size_t)nt * ys;
+    float *ref = malloc(sizeof(float) * nt * rows);
+    float *out = malloc(sizeof(float) * nt * rows);
+    float *y_host = malloc(sizeof(float) * y_len);
+    cr_assert(ref && out && y_host);
+    for (uint32_t t = 0; t < nt; t++)
+        for (uint32_t r = 0; r < rows; r++) {
+            double s = c->bias ? bias[r] : 0.0;
+            const float *wr = deq + (size_t)r * cols, *xr = x + (size_t)t * xs;
+            for (uint32_t k = 0; k < cols; k++)
+                s += (double)wr[k] * xr[k];
+            ref[(size_t)t * rows + r] = (float)s;
+        }
+
+    gpu_buffer wb = test_gpu_buffer_from(w_host, w_size);
+    gpu_buffer xb = test_gpu_buffer_from(x, sizeof(float) * nt * xs);
+    gpu_buffer bb = test_gpu_buffer_from(bias, sizeof(float) * rows);
+    gpu_buffer yb = test_gpu_buffer_poisoned(sizeof(float) * y_len);
+    k_weight w = {&wb, c->w_offset, c->type, rows, cols};
+    k_matmul_args a = {.w = &w,
+                       .x = {&xb, 0, 0, false},
+                       .y = {&yb, 0, 0, true},
+                       .bias = c->bias ? (gpu_binding){&bb, 0, 0, false} : (gpu_binding){0},
+                       .n_tokens = nt,
+                       .x_stride = c->x_stride,
+                       .y_stride = c->y_stride,
+                       .y_col = c->y_col,
+                       .kernel = c->kernel,
+                       .reduce = c->reduce,
+                       .max_binding_bytes = c->max_binding_bytes};
+    gpu_cmd *cmd;
+    cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    vkllm_status st = k_matmul_ex(test_gpu(), cmd, &a);
+    vkllm_status st_submit = gpu_cmd_submit(cmd);
+    cr_assert(st == VKLLM_OK, "%s: k_matmul_ex: %s", label, vkllm_last_error());
+    cr_assert(st_submit == VKLLM_OK, "%s: submit: %s", label, vkllm_last_error());
+    test_gpu_read(&yb, y_host, sizeof(float) * y_len);
+
+    for (uint32_t t = 0; t < nt; t++)
+        for (uint32_t col = 0; col < ys; col++) {
+            float v = y_host[(size_t)t * ys + col];
+            if (col >= c->y_col && col < c->y_col + rows) {
+                out[(size_t)t * rows + col - c->y_col] = v;
+            } else {
+                uint32_t bits;
+                memcpy(&bits, &v, 4);
+                cr_assert(bits == TEST_POISON_WORD, "%s: y[%u][%u] outside the output was written",
+                          label, t, col);
+            }
+        }
+    long bad = test_first_nonfinite(out, (size_t)nt * rows);
+    cr_assert(bad < 0, "%s: non-finite output at token %ld row %ld (unwritten?)", label,
+              bad / (long)rows, bad % (long)rows);
+    double err = test_rel_error(out, ref, (size_t)nt * rows);
+    cr_assert(err <= c->bound, "%s: relative error %.3g > %.3g", label, err, c->bound);
+
+    test_gpu_free(&wb);
+    test_gpu_free(&xb);
+    test_gpu_free(&bb);
+    test_gpu_free(&yb);
+    free(w_host);
+    free(deq);
+    free(x);
+    free(bias);
+    free(ref);
+    free(out);
+    free(y_host);
+}
+
+/* cols for a type: a multiple of its block; for F32/F16 a multiple of 8 but not of 32. */
+static uint32_t cols_for(ggml_type type, uint32_t blocks) {
+    uint32_t be = ggml_type_get_info(type).block_elems;
+    return be == 1 ? 8 * (4 * blocks + 1) : be * blocks;
+}
+
+TestSuite(k_matmul, .fini = test_gpu_check_validation);
+
+/* ---------------------------------------------------------------- matvec, 1-8 tokens */
+
+Test(k_matmul, matvec_every_type_both_reductions) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    static const uint32_t tokens[] = {1, 3, 8};
+    for (size_t i = 0; i < N_TYPES; i++)
+        for (size_t j = 0; j < 3; j++)
+            for (int reduce = K_REDUCE_SHARED; reduce <= K_REDUCE_SUBGROUP; reduce++) {
+                if (reduce == K_REDUCE_SUBGROUP && !f->subgroup_arithmetic) continue;
+                ggml_type t = all_types[i];
+                uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 3 : 11;
+                mm_case c = {.type = t,
+                             .rows = 37,
+                             .cols = cols_for(t, blocks),
+                             .n_tokens = tokens[j],
+                             .kernel = K_MATMUL_AUTO,
+                             .reduce = (k_reduce_path)reduce,
+                             .bound = F32_BOUND,
+                             .seed = 1000 + 10 * i + j};
+                run_case(&c);
+            }
+}
+
+/* ---------------------------------------------------------------- tiled, > 8 tokens */
+
+Test(k_matmul, tiled_every_type) {
+    static const uint32_t tokens[] = {17, 64};
+    for (size_t i = 0; i < N_TYPES; i++)
+        for (size_t j = 0; j < 2; j++) {
+            ggml_type t = all_types[i];
+            uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 3 : 7;
+            mm_case c = {.type = t,
+                         .rows = j ? 131 : 67,
+                         .cols = cols_for(t, blocks),
+                         .n_tokens = tokens[j],
+                         .kernel = K_MATMUL_TILED,
+                         .bound = F32_BOUND,
+                         .seed = 2000 + 10 * i + j};
+            run_case(&c);
+        }
+}
+
+/* AUTO with more than 8 tokens picks coopmat or tiled by feature; and the matvec
+ * kernel forced on 17 tokens runs in chunks of 8. */
+Test(k_matmul, auto_choice_and_matvec_chunks) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    cr_assert(k_matmul_auto_kernel(f, 1) == K_MATMUL_MATVEC);
+    cr_assert(k_matmul_auto_kernel(f, 8) == K_MATMUL_MATVEC);
+    cr_assert(k_matmul_auto_kernel(f, 9) ==
+              (k_matmul_coopmat_available(f) ? K_MATMUL_COOPMAT : K_MATMUL_TILED));
+    mm_case c = {.type = GGML_TYPE_Q4_K,
+                 .rows = 37,
+                 .cols = 512,
+                 .n_tokens = 17,
+                 .kernel = K_MATMUL_AUTO,
+                 .seed = 3000,
+                 .bound = k_matmul_coopmat_available(f) ? COOPMAT_BOUND : F32_BOUND};
+    run_case(&c);
+    c.kernel = K_MATMUL_MATVEC;
+    c.bound = F32_BOUND;
+    c.seed = 3001;
+    run_case(&c);
+}
+
+/* ---------------------------------------------------------------- cooperative matrix */
+
+Test(k_matmul, coopmat_every_type) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    for (size_t i = 0; i < N_TYPES; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "matmul_coopmat_%s", ggml_type_get_info(all_types[i]).name);
+        for (char *p = name; *p; p++)
+            *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+        cr_assert(gpu_find_shader(name) != NULL, "shader variant %s is not embedded", name);
+    }
+    if (!k_matmul_coopmat_available(f))
+        cr_skip("device '%s' has no usable VK_NV_cooperative_matrix (the variants compile; "
+                "run this on a GPU that has it)",
+                f->name);
+    static const uint32_t tokens[] = {9, 17, 64, 200};
+    for (size_t i = 0; i < N_TYPES; i++)
+        for (size_t j = 0; j < 4; j++) {
+            ggml_type t = all_types[i];
+            uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 3 : 7;
+            mm_case c = {.type = t,
+                         .rows = j & 1 ? 131 : 67,
+                         .cols = cols_for(t, blocks),
+                         .n_tokens = tokens[j],
+                         .kernel = K_MATMUL_COOPMAT,
+                         .bias = j == 3,
+                         .bound = COOPMAT_BOUND,
+                         .seed = 4000 + 10 * i + j};
+            run_case(&c);
+        }
+}
+
+Test(k_matmul, coopmat_refused_without_the_feature) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (k_matmul_coopmat_available(f)) cr_skip("device has cooperative matrices");
+    gpu_buffer wb = test_gpu_buffer_poisoned(64 * 34);
+    gpu_buffer xb = test_gpu_buffer_poisoned(4 * 32 * 16);
+    gpu_buffer yb = test_gpu_buffer_poisoned(4 * 64 * 16);
+    k_weight w = {&wb, 0, GGML_TYPE_Q8_0, 64, 32};
+    k_matmul_args a = {.w = &w,
+                       .x = {&xb, 0, 0, false},
+                       .y = {&yb, 0, 0, true},
+                       .n_tokens = 16,
+                       .kernel = K_MATMUL_COOPMAT};
+    gpu_cmd *cmd;
+    cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK);
+    vkllm_status st = k_matmul_ex(test_gpu(), cmd, &a);
+    cr_assert(gpu_cmd_submit(cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    cr_assert(st == VKLLM_ERR_UNSUPPORTED, "got %s", vkllm_status_name(st));
+    cr_assert(strstr(vkllm_last_error(), "cooperative") != NULL, "message: %s", vkllm_last_error());
+    test_gpu_free(&wb);
+    test_gpu_free(&xb);
+    test_gpu_free(&yb);
+}
+
+/* ---------------------------------------------------------------- splitting, skew, strides */
+
+/* Small binding limits split W into many row ranges; odd block counts per row make
+ * rows of 2-byte-aligned types (18, 22, 34, 110, 210-byte blocks) start at every
+ * skew; the weight itself starts at a non-16-aligned offset. */
+Test(k_matmul, row_ranges_and_skew) {
+    static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0,
+                                      GGML_TYPE_Q3_K, GGML_TYPE_Q6_K, GGML_TYPE_Q4_1,
+                                      GGML_TYPE_F16};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        ggml_type t = types[i];
+        uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 1 : 3;
+        uint32_t cols = cols_for(t, blocks);
+        uint64_t rb = ggml_row_bytes(t, cols);
+        for (uint32_t nt = 1; nt <= 17; nt += 16) {
+            mm_case c = {.type = t,
+                         .rows = 45,
+                         .cols = cols,
+                         .n_tokens = nt,
+                         .kernel = K_MATMUL_AUTO,
+                         .w_offset = 20,
+                         .max_binding_bytes = rb * 7 + 64, /* 6 or 7 rows per range */
+                         .bias = true,
+                         .bound = F32_BOUND,
+                         .seed = 5000 + 10 * i + nt};
+            run_case(&c);
+        }
+    }
+}
+
+/* Fused-QKV style output: Y has a row stride larger than rows and this weight writes
+ * columns [y_col, y_col + rows); X has padding columns; bias added. */
+Test(k_matmul, strides_column_offset_bias) {
+    static const uint32_t tokens[] = {1, 5, 8, 33};
+    for (size_t j = 0; j < 4; j++) {
+        mm_case c = {.type = GGML_TYPE_Q5_K,
+                     .rows = 70,
+                     .cols = 512,
+                     .n_tokens = tokens[j],
+                     .x_stride = 520,
+                     .y_stride = 200,
+                     .y_col = 96,
+                     .bias = true,
+                     .bound = F32_BOUND,
+                     .seed = 6000 + j};
+        run_case(&c);
+    }
+}
+
+/* ---------------------------------------------------------------- argument errors */
+
+static vkllm_status try_matmul(const k_weight *w, gpu_binding x, gpu_binding y, uint32_t n,
+                               uint32_t x_stride, uint32_t y_stride) {
+    k_matmul_args a = {
+        .w = w, .x = x, .y = y, .n_tokens = n, .x_stride = x_stride, .y_stride = y_stride};
+    gpu_cmd *cmd;
+    cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK);
+    vkllm_status st = k_matmul_ex(test_gpu(), cmd, &a);
+    char msg[VKL_ERROR_MAX];
+    snprintf(msg, sizeof msg, "%s", vkllm_last_error());
+    cr_assert(gpu_cmd_submit(cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    if (st != VKLLM_OK) vkl_fail(st, "%s", msg); /* the launcher's message, for the caller */
+    return st;
+}
+
+#define EXPECT_FAIL(call, code, needle)                                                            \
+    do {                                                                                           \
+        vkllm_status st_ = (call);                                                                 \
+        cr_assert(st_ == (code), "%s: got %s (%s)", #call, vkllm_status_name(st_),                 \
+                  vkllm_last_error());                                                             \
+        cr_assert(strstr(vkllm_last_error(), (needle)) != NULL, "%s: message '%s' lacks '%s'",     \
+                  #call, vkllm_last_error(), (needle));                                            \
+    } while (0)
+
+Test(k_matmul, argument_errors) {
+    gpu_buffer wb = test_gpu_buffer_poisoned(4096);
+    gpu_buffer xb = test_gpu_buffer_poisoned(4 * 256);
+    gpu_buffer yb = test_gpu_buffer_poisoned(4 * 256);
+    gpu_binding x = {&xb, 0, 0, false}, y = {&yb, 0, 0, true};
+    k_weight w = {&wb, 0, GGML_TYPE_Q8_0, 8, 64}; /* 8 rows x 68 bytes */
+    cr_assert(try_matmul(&w, x, y, 2, 0, 0) == VKLLM_OK, "%s", vkllm_last_error());
+
+    k_weight bad = w;
+    bad.type = GGML_TYPE_Q8_K;
+    EXPECT_FAIL(try_matmul(&bad, x, y, 1, 0, 0), VKLLM_ERR_UNSUPPORTED, "Q8_K");
+    bad.type = (ggml_type)16; /* IQ2_XXS */
+    EXPECT_FAIL(try_matmul(&bad, x, y, 1, 0, 0), VKLLM_ERR_UNSUPPORTED, "IQ2_XXS");
+    bad = w;
+    bad.cols = 48;
+    EXPECT_FAIL(try_matmul(&bad, x, y, 1, 0, 0), VKLLM_ERR_INVALID_ARGUMENT, "cols 48");
+    bad = w;
+    bad.type = GGML_TYPE_F16;
+    bad.cols = 12;
+    EXPECT_FAIL(try_matmul(&bad, x, y, 1, 0, 0), VKLLM_ERR_INVALID_ARGUMENT, "multiple of 8");
+    bad = w;
+    bad.offset = 2;
+    EXPECT_FAIL(try_matmul(&bad, x, y, 1, 0, 0), VKLLM_ERR_INVALID_ARGUMENT, "offset 2");
+    bad = w;
+    bad.rows = 61; /* 61 * 68 = 4148 > 4096 */
+    EXPECT_FAIL(try_matmul(&bad, x, y, 1, 0, 0), VKLLM_ERR_INVALID_ARGUMENT, "buffer has 4096");
+    EXPECT_FAIL(try_matmul(&w, x, y, 5, 0, 0), VKLLM_ERR_INVALID_ARGUMENT, "x binding");
+    EXPECT_FAIL(try_matmul(&w, x, y, 1, 66, 0), VKLLM_ERR_INVALID_ARGUMENT, "x_stride 66");
+    EXPECT_FAIL(try_matmul(&w, x, y, 1, 0, 4), VKLLM_ERR_INVALID_ARGUMENT, "y_stride 4");
+    gpu_binding small_y = {&yb, 0, 16, true};
+    EXPECT_FAIL(try_matmul(&w, x, small_y, 1, 0, 0), VKLLM_ERR_INVALID_ARGUMENT, "y binding");
+
+    test_gpu_free(&wb);
+    test_gpu_free(&xb);
+    test_gpu_free(&yb);
+}
