@@ -252,7 +252,9 @@ Test(gpu_cmd, dispatch_errors_are_reported_at_submit) {
     cr_assert_eq(gpu_cmd_submit(cmd), VKLLM_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(vkllm_last_error(), "push-constant"), "%s", vkllm_last_error());
     cr_assert(gpu_cmd_begin(ctx, &cmd) == VKLLM_OK);
-    gpu_cmd_dispatch(cmd, copy, two, 2, &n, 4, 1u << 20, 1, 1);
+    uint32_t too_many = gpu_context_features(ctx)->max_workgroup_count[0] + 1u;
+    if (too_many == 0) too_many = UINT32_MAX; /* the limit is already the largest count */
+    gpu_cmd_dispatch(cmd, copy, two, 2, &n, 4, too_many, 1, 1);
     cr_assert_eq(gpu_cmd_submit(cmd), VKLLM_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(vkllm_last_error(), "workgroups"), "%s", vkllm_last_error());
     gpu_buffer_destroy(ctx, &a);

@@ -287,7 +287,7 @@ vkllm_status k_rms_norm_path(gpu_context *ctx, gpu_cmd *cmd, k_reduce_path path,
     VKL_TRY(check_binding(op, "x", x, bytes));
     VKL_TRY(check_binding(op, "weight", weight, (uint64_t)n * 4));
     VKL_TRY(check_binding(op, fused_add ? "residual" : "out", out, bytes));
-    bool subgroup;
+    bool subgroup = false;
     VKL_TRY(resolve_path(ctx, op, path, &subgroup));
     static const char *const shaders[2][2] = {{"rms_norm", "rms_norm_sg"},
                                               {"rms_norm_add", "rms_norm_add_sg"}};
@@ -320,7 +320,7 @@ vkllm_status k_softmax_path(gpu_context *ctx, gpu_cmd *cmd, k_reduce_path path, 
     uint64_t bytes = (uint64_t)rows * n * 4;
     VKL_TRY(check_binding("k_softmax", "x", x, bytes));
     VKL_TRY(check_binding("k_softmax", "out", out, bytes));
-    bool subgroup;
+    bool subgroup = false;
     VKL_TRY(resolve_path(ctx, "k_softmax", path, &subgroup));
     gpu_binding bindings[2] = {as_input(x), as_output(out)};
     k_pc_softmax pc = {.rows = rows, .n = n, .scale = scale, .softcap = softcap};

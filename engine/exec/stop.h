@@ -3,10 +3,11 @@
  * Two layers:
  *   stop_matcher -- stop strings over a stream of text pieces. Text that might still be
  *     the start of a stop string is held back; the text handed out never contains a stop
- *     string nor a prefix of one that later completes. The first match wins by its start
- *     position in the text (then the shortest string): that is the first stop string a
- *     reader of the text would see, so the emitted text cannot contain any stop string
- *     (vLLM checks its list in order instead, which can let an earlier one through).
+ *     string nor a prefix of one that later completes. The stop string that completes
+ *     first in the text wins (earliest end; at equal ends the longest, i.e. the earliest
+ *     start), so the result does not depend on how the text was cut into pieces and the
+ *     emitted text cannot contain any stop string (vLLM checks its list in order, which
+ *     can let another stop string through).
  *     Output is cut at the match start (or after the stop string with include_stop_str);
  *     the rest is dropped. Output never ends inside a UTF-8 character: an incomplete
  *     sequence at the end of the input is held until it completes or the stream is

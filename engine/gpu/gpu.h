@@ -267,7 +267,8 @@ uint32_t gpu_last_timestamps(const gpu_context *ctx, const char ***labels, const
 vkllm_status gpu_ring_alloc(gpu_context *ctx, uint64_t size, void **mapped, gpu_binding *binding);
 
 /* ---------------------------------------------------------------- additions
- * (added by the gpu helper after the first version; nothing above changed) */
+ * (added by the gpu helper after the first version; above, only fields were
+ * appended to gpu_features and gpu_context_options and one comment added) */
 
 /* Whether the validation layer is active (false when requested but not installed). */
 bool gpu_validation_enabled(const gpu_context *ctx);
@@ -308,9 +309,9 @@ typedef struct gpu_shader_interface {
 /* VKLLM_OK if the context's device has every SPIR-V capability the shader declares
  * that vkllm knows a feature flag for; else VKLLM_ERR_UNSUPPORTED naming the shader
  * and the missing feature. gpu_pipeline_get calls it before creating anything. */
+vkllm_status gpu_shader_reflect(const gpu_shader_blob *blob, gpu_shader_interface *out);
 vkllm_status gpu_shader_check_device(const gpu_context *ctx, const gpu_shader_blob *blob,
                                      const gpu_shader_interface *iface);
-vkllm_status gpu_shader_reflect(const gpu_shader_blob *blob, gpu_shader_interface *out);
 
 /* Picks a device from a gpu_list_devices() list the way gpu_context_create does:
  * `requested` is an index or a case-insensitive name substring; NULL means the

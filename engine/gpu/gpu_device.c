@@ -124,6 +124,9 @@ static uint32_t gpu_instance_api(void) {
 
 typedef struct gpu_instance_setup {
     bool validation, sync_validation, portability;
+    /* false when a validation layer older than VK_KHR_cooperative_matrix is on: it
+     * would report the extension's structs as unknown (an error) */
+    bool allow_khr_coopmat;
 } gpu_instance_setup;
 
 static VkBool32 VKAPI_PTR gpu_debug_callback(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
@@ -181,7 +184,11 @@ static vkllm_status gpu_create_instance(gpu_context *ctx, gpu_instance_setup *se
         vkEnumerateInstanceLayerProperties(&nl, props);
         bool found = false;
         for (uint32_t i = 0; i < nl; i++)
-            if (!strcmp(props[i].layerName, "VK_LAYER_KHRONOS_validation")) found = true;
+            if (!strcmp(props[i].layerName, "VK_LAYER_KHRONOS_validation")) {
+                found = true;
+                setup->allow_khr_coopmat =
+                    props[i].specVersion >= VK_MAKE_API_VERSION(0, 1, 3, 255);
+            }
         free(props);
         if (!found) {
             fprintf(stderr, "vkllm: warning: validation requested but VK_LAYER_KHRONOS_validation "
@@ -341,7 +348,8 @@ typedef struct gpu_chain {
         (tail) = &(s).pNext;                                                                       \
     } while (0)
 
-static void gpu_chain_query(VkPhysicalDevice physical, uint32_t api, gpu_chain *c) {
+static void gpu_chain_query(VkPhysicalDevice physical, uint32_t api, bool allow_khr_coopmat,
+                            gpu_chain *c) {
     uint32_t n = 0;
     vkEnumerateDeviceExtensionProperties(physical, NULL, &n, NULL);
     VkExtensionProperties *exts = calloc(n ? n : 1, sizeof *exts);
@@ -350,6 +358,7 @@ static void gpu_chain_query(VkPhysicalDevice physical, uint32_t api, gpu_chain *
         c->has_ext[e] = exts && gpu_has_extension(exts, n, gpu_ext_defs[e].name);
         c->usable[e] = c->has_ext[e] || (gpu_ext_defs[e].core && api >= gpu_ext_defs[e].core);
     }
+    if (!allow_khr_coopmat) c->has_ext[EXT_COOPMAT_KHR] = c->usable[EXT_COOPMAT_KHR] = false;
     free(exts);
 
     void **tail = &c->features.pNext;
@@ -470,7 +479,7 @@ static void gpu_coopmat_shapes(VkPhysicalDevice physical, bool khr, gpu_features
 
 /* Fills `info` for one physical device; false if it cannot run vkllm (reason in why). */
 static bool gpu_describe_device(VkPhysicalDevice physical, uint32_t instance_api,
-                                gpu_device_info *info, gpu_chain *c) {
+                                bool allow_khr_coopmat, gpu_device_info *info, gpu_chain *c) {
     memset(info, 0, sizeof *info);
     memset(c, 0, sizeof *c);
     info->physical = physical;
@@ -489,7 +498,8 @@ static bool gpu_describe_device(VkPhysicalDevice physical, uint32_t instance_api
     snprintf(f->driver, sizeof f->driver, "driver version 0x%x", props.driverVersion);
     if (api < VK_API_VERSION_1_1) return false;
 
-    gpu_chain_query(physical, api, c);
+    info->allow_khr_coopmat = allow_khr_coopmat;
+    gpu_chain_query(physical, api, allow_khr_coopmat, c);
     const VkPhysicalDeviceLimits *l = &c->properties.properties.limits;
     if (c->usable[EXT_DRIVER_PROPERTIES])
         snprintf(f->driver, sizeof f->driver, "%.120s / %.120s", c->driver.driverName,
@@ -581,8 +591,8 @@ static bool gpu_describe_device(VkPhysicalDevice physical, uint32_t instance_api
     return true;
 }
 
-vkllm_status gpu_query_devices(VkInstance instance, uint32_t instance_api, gpu_device_info **out,
-                               uint32_t *count) {
+vkllm_status gpu_query_devices(VkInstance instance, uint32_t instance_api, bool allow_khr_coopmat,
+                               gpu_device_info **out, uint32_t *count) {
     *out = NULL;
     *count = 0;
     uint32_t n = 0;
@@ -606,7 +616,9 @@ vkllm_status gpu_query_devices(VkInstance instance, uint32_t instance_api, gpu_d
     uint32_t usable = 0;
     for (uint32_t i = 0; i < n; i++) {
         /* unusable devices (Vulkan 1.0, no compute queue) are skipped */
-        if (gpu_describe_device(physical[i], instance_api, &infos[usable], chain)) usable++;
+        if (gpu_describe_device(physical[i], instance_api, allow_khr_coopmat, &infos[usable],
+                                chain))
+            usable++;
     }
     free(physical);
     free(chain);
@@ -696,7 +708,7 @@ vkllm_status gpu_list_devices(gpu_features **out, uint32_t *count) {
     VKL_TRY(gpu_create_instance(NULL, &setup, &instance));
     gpu_device_info *infos;
     uint32_t n;
-    vkllm_status status = gpu_query_devices(instance, gpu_instance_api(), &infos, &n);
+    vkllm_status status = gpu_query_devices(instance, gpu_instance_api(), true, &infos, &n);
     vkDestroyInstance(instance, NULL);
     if (status != VKLLM_OK) return status;
     gpu_features *features = calloc(n, sizeof *features);
@@ -814,7 +826,7 @@ static vkllm_status gpu_create_device(gpu_context *ctx) {
     gpu_device_info *info = &ctx->info;
     gpu_chain *c = calloc(1, sizeof *c);
     if (!c) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "feature chain");
-    gpu_chain_query(ctx->physical, info->api_version, c);
+    gpu_chain_query(ctx->physical, info->api_version, info->allow_khr_coopmat, c);
     gpu_chain_trim_for_create(c);
 
     /* extensions: every one we know that the device lists (and that is not core) */
@@ -862,14 +874,16 @@ vkllm_status gpu_context_create(const gpu_context_options *options, gpu_context 
     bool sync = false;
     bool env_validation = gpu_env_validation(&sync);
     gpu_instance_setup setup = {.validation = options->validation || env_validation,
-                                .sync_validation = sync};
+                                .sync_validation = sync,
+                                .allow_khr_coopmat = true};
     vkllm_status status = gpu_create_instance(ctx, &setup, &ctx->instance);
     if (status != VKLLM_OK) goto fail;
     ctx->validation = setup.validation;
 
     gpu_device_info *devices = NULL;
     uint32_t count = 0, chosen = 0;
-    status = gpu_query_devices(ctx->instance, gpu_instance_api(), &devices, &count);
+    status = gpu_query_devices(ctx->instance, gpu_instance_api(), setup.allow_khr_coopmat, &devices,
+                               &count);
     if (status != VKLLM_OK) goto fail;
     const char *requested = options->device;
     const char *source = "gpu_context_options.device";

@@ -58,7 +58,8 @@ typedef struct gpu_device_info {
     uint64_t non_coherent_atom_size;
     uint64_t max_buffer_size; /* 0 if the device does not say */
     bool compute_full_subgroups;
-    bool feedback; /* VK_EXT_pipeline_creation_feedback or Vulkan 1.3 */
+    bool feedback;          /* VK_EXT_pipeline_creation_feedback or Vulkan 1.3 */
+    bool allow_khr_coopmat; /* false under a validation layer too old to know it */
     uint8_t pipeline_cache_uuid[VK_UUID_SIZE];
     uint32_t driver_version;
     /* extensions present on the device (NULL-terminated names from a static table) */
@@ -67,8 +68,8 @@ typedef struct gpu_device_info {
 } gpu_device_info;
 
 /* Enumerates devices of `instance` with their features (malloc'ed array). */
-vkllm_status gpu_query_devices(VkInstance instance, uint32_t instance_api, gpu_device_info **out,
-                               uint32_t *count);
+vkllm_status gpu_query_devices(VkInstance instance, uint32_t instance_api, bool allow_khr_coopmat,
+                               gpu_device_info **out, uint32_t *count);
 /* Picks a device per `requested` (index or name substring; NULL: best). `source`
  * names where the request came from, for the error message. */
 vkllm_status gpu_choose_device(const gpu_features *devices, uint32_t count, const char *requested,

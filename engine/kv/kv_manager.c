@@ -291,7 +291,7 @@ vkllm_status kv_manager_allocate(kv_manager *m, const int32_t *tokens, size_t nu
                         m->config.watermark_blocks);
     size_t num_blocks = kv_div_ceil(num_tokens, bs);
 
-    kv_seq_id id;
+    kv_seq_id id = -1;
     VKL_TRY(kv_new_seq(m, &id));
     kv_seq *s = &m->seqs[id];
     s->extra_key = kv_extra_key(m, cache_salt);
@@ -432,7 +432,7 @@ vkllm_status kv_manager_append(kv_manager *m, kv_seq_id id, const int32_t *token
 vkllm_status kv_manager_fork(kv_manager *m, kv_seq_id parent_id, kv_seq_id *child_out) {
     *child_out = -1;
     if (!kv_find_seq(m, parent_id)) return kv_bad_seq("fork", parent_id);
-    kv_seq_id child_id;
+    kv_seq_id child_id = -1;
     VKL_TRY(kv_new_seq(m, &child_id)); /* may move m->seqs */
     kv_seq *parent = &m->seqs[parent_id];
     kv_seq *child = &m->seqs[child_id];

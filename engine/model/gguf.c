@@ -776,32 +776,32 @@ static vkllm_status get_int_in_range(const gguf_file *file, const char *key, int
 }
 
 vkllm_status gguf_get_u32(const gguf_file *file, const char *key, uint32_t *out) {
-    bool neg;
-    uint64_t mag;
+    bool neg = false;
+    uint64_t mag = 0;
     VKL_TRY(get_int_in_range(file, key, 0, UINT32_MAX, "uint32", &neg, &mag));
     *out = (uint32_t)mag;
     return VKLLM_OK;
 }
 
 vkllm_status gguf_get_u64(const gguf_file *file, const char *key, uint64_t *out) {
-    bool neg;
-    uint64_t mag;
+    bool neg = false;
+    uint64_t mag = 0;
     VKL_TRY(get_int_in_range(file, key, 0, UINT64_MAX, "uint64", &neg, &mag));
     *out = mag;
     return VKLLM_OK;
 }
 
 vkllm_status gguf_get_i32(const gguf_file *file, const char *key, int32_t *out) {
-    bool neg;
-    uint64_t mag;
+    bool neg = false;
+    uint64_t mag = 0;
     VKL_TRY(get_int_in_range(file, key, INT32_MIN, INT32_MAX, "int32", &neg, &mag));
     *out = neg ? (int32_t)(-(int64_t)mag) : (int32_t)mag;
     return VKLLM_OK;
 }
 
 vkllm_status gguf_get_i64(const gguf_file *file, const char *key, int64_t *out) {
-    bool neg;
-    uint64_t mag;
+    bool neg = false;
+    uint64_t mag = 0;
     VKL_TRY(get_int_in_range(file, key, INT64_MIN, INT64_MAX, "int64", &neg, &mag));
     /* mag <= 2^63 when negative: compute in unsigned to avoid overflow on INT64_MIN. */
     *out = neg ? (int64_t)(0 - mag) : (int64_t)mag;

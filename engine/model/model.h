@@ -101,12 +101,12 @@ typedef struct model_config {
     bool has_rope_freqs;         /* rope_freqs.weight present (divisors per pair) */
 
     /* attention */
-    uint32_t sliding_window;             /* 0 = none */
-    bool is_sliding[MODEL_MAX_LAYERS];   /* per layer: local (windowed) attention */
-    float attn_scale;                    /* multiplies q before q.k */
-    float attn_logit_softcap;            /* 0 = none */
-    bool has_qkv_bias;                   /* qwen2 (optional on llama) */
-    bool has_qk_norm;                    /* qwen3, gemma3 */
+    uint32_t sliding_window;           /* 0 = none */
+    bool is_sliding[MODEL_MAX_LAYERS]; /* per layer: local (windowed) attention */
+    float attn_scale;                  /* multiplies q before q.k */
+    float attn_logit_softcap;          /* 0 = none */
+    bool has_qkv_bias;                 /* qwen2 (optional on llama) */
+    bool has_qk_norm;                  /* qwen3, gemma3 */
 
     /* residual / FFN / output */
     bool has_post_norms;       /* gemma3 post_attention_norm and post_ffw_norm */
@@ -119,13 +119,13 @@ typedef struct model_config {
 typedef struct model_layer_weights {
     const gguf_tensor *attn_norm;
     const gguf_tensor *wq, *wk, *wv;
-    const gguf_tensor *bq, *bk, *bv;      /* NULL unless has_qkv_bias */
-    const gguf_tensor *q_norm, *k_norm;   /* NULL unless has_qk_norm */
+    const gguf_tensor *bq, *bk, *bv;    /* NULL unless has_qkv_bias */
+    const gguf_tensor *q_norm, *k_norm; /* NULL unless has_qk_norm */
     const gguf_tensor *wo;
-    const gguf_tensor *post_attn_norm;    /* NULL unless has_post_norms */
+    const gguf_tensor *post_attn_norm; /* NULL unless has_post_norms */
     const gguf_tensor *ffn_norm;
     const gguf_tensor *ffn_gate, *ffn_up, *ffn_down;
-    const gguf_tensor *post_ffw_norm;     /* NULL unless has_post_norms */
+    const gguf_tensor *post_ffw_norm; /* NULL unless has_post_norms */
 } model_layer_weights;
 
 typedef struct model_weights {
@@ -134,7 +134,7 @@ typedef struct model_weights {
     const gguf_tensor *output;     /* == token_embd when tied */
     const gguf_tensor *rope_freqs; /* NULL unless has_rope_freqs */
     uint32_t n_layer;
-    model_layer_weights *layers;   /* n_layer entries, owned (model_weights_free) */
+    model_layer_weights *layers; /* n_layer entries, owned (model_weights_free) */
 } model_weights;
 
 /* Reads the hyperparameters of `file` into `cfg` (and checks them for consistency:

@@ -46,8 +46,8 @@ static bool is_integer_type(uint32_t t) {
 
 /* An integer hyperparameter that may also be a per-layer array of equal values.
  * Absent: *out = dflt when !required, else VKLLM_ERR_FORMAT. */
-static vkllm_status get_layer_u32(const gguf_file *f, const char *key, bool required,
-                                  uint32_t dflt, uint32_t *out) {
+static vkllm_status get_layer_u32(const gguf_file *f, const char *key, bool required, uint32_t dflt,
+                                  uint32_t *out) {
     const gguf_kv *kv = gguf_find_kv(f, key);
     if (!kv) {
         if (required)
@@ -117,11 +117,10 @@ static vkllm_status read_rope_scaling(const gguf_file *f, model_arch arch, float
                         "and linear)",
                         f->path, (int)(type.len > 32 ? 32 : type.len), type.ptr, type_key);
     float factor = 0.0f;
-    VKL_TRY(get_f32_opt(f, arch_key(key, sizeof key, arch, "rope.scaling.factor"), 0.0f,
-                        &factor));
+    VKL_TRY(get_f32_opt(f, arch_key(key, sizeof key, arch, "rope.scaling.factor"), 0.0f, &factor));
     if (factor == 0.0f)
-        VKL_TRY(get_f32_opt(f, arch_key(key, sizeof key, arch, "rope.scale_linear"), 0.0f,
-                            &factor));
+        VKL_TRY(
+            get_f32_opt(f, arch_key(key, sizeof key, arch, "rope.scale_linear"), 0.0f, &factor));
     if (factor < 0.0f || !isfinite(factor))
         return vkl_fail(VKLLM_ERR_FORMAT, "%s: rope scaling factor %g is invalid", f->path,
                         (double)factor);
@@ -150,16 +149,15 @@ vkllm_status model_load_config(const gguf_file *f, model_config *cfg) {
     if (cfg->n_layer > MODEL_MAX_LAYERS)
         return vkl_fail(VKLLM_ERR_UNSUPPORTED, "%s: %s.block_count = %u exceeds the limit %u",
                         f->path, arch_names[arch], cfg->n_layer, MODEL_MAX_LAYERS);
-    VKL_TRY(get_layer_u32(f, KEY("attention.head_count_kv"), false, cfg->n_head,
-                          &cfg->n_head_kv));
+    VKL_TRY(get_layer_u32(f, KEY("attention.head_count_kv"), false, cfg->n_head, &cfg->n_head_kv));
     if (cfg->n_head_kv == 0 || cfg->n_head % cfg->n_head_kv != 0)
         return vkl_fail(VKLLM_ERR_FORMAT,
                         "%s: attention.head_count %u is not a multiple of head_count_kv %u",
                         f->path, cfg->n_head, cfg->n_head_kv);
     VKL_TRY(get_layer_u32(f, KEY("attention.key_length"), false, cfg->n_embd / cfg->n_head,
                           &cfg->head_dim));
-    VKL_TRY(get_layer_u32(f, KEY("attention.value_length"), false, cfg->head_dim,
-                          &cfg->head_dim_v));
+    VKL_TRY(
+        get_layer_u32(f, KEY("attention.value_length"), false, cfg->head_dim, &cfg->head_dim_v));
     if (cfg->head_dim == 0 || cfg->head_dim_v == 0)
         return vkl_fail(VKLLM_ERR_FORMAT, "%s: head size is zero (key_length %u, value_length %u)",
                         f->path, cfg->head_dim, cfg->head_dim_v);
@@ -197,8 +195,7 @@ vkllm_status model_load_config(const gguf_file *f, model_config *cfg) {
     if (arch == MODEL_ARCH_GEMMA3) {
         /* llama.cpp: the 27B (62 layers) scales by 1/sqrt(n_embd/n_head) instead. */
         if (cfg->n_layer == 62) cfg->attn_scale = 1.0f / sqrtf((float)(cfg->n_embd / cfg->n_head));
-        VKL_TRY(get_layer_u32(f, KEY("attention.sliding_window"), false, 0,
-                              &cfg->sliding_window));
+        VKL_TRY(get_layer_u32(f, KEY("attention.sliding_window"), false, 0, &cfg->sliding_window));
         uint32_t pattern = 6;
         VKL_TRY(get_layer_u32(f, KEY("attention.sliding_window_pattern"), false, 6, &pattern));
         if (cfg->sliding_window > 0 && pattern > 0)
@@ -212,8 +209,7 @@ vkllm_status model_load_config(const gguf_file *f, model_config *cfg) {
     VKL_TRY(get_f32_opt(f, KEY("final_logit_softcapping"), 0.0f, &cfg->final_logit_softcap));
     if (cfg->attn_logit_softcap < 0.0f || cfg->final_logit_softcap < 0.0f)
         return vkl_fail(VKLLM_ERR_FORMAT, "%s: negative logit softcapping (attn %g, final %g)",
-                        f->path, (double)cfg->attn_logit_softcap,
-                        (double)cfg->final_logit_softcap);
+                        f->path, (double)cfg->attn_logit_softcap, (double)cfg->final_logit_softcap);
 
     cfg->has_qkv_bias = arch == MODEL_ARCH_QWEN2 ||
                         (arch == MODEL_ARCH_LLAMA && gguf_find_tensor(f, "blk.0.attn_q.bias"));
@@ -228,8 +224,8 @@ vkllm_status model_load_config(const gguf_file *f, model_config *cfg) {
         return vkl_fail(VKLLM_ERR_FORMAT, "%s: required tensor 'token_embd.weight' is missing",
                         f->path);
     if (embd->ne[1] == 0 || embd->ne[1] > INT32_MAX)
-        return vkl_fail(VKLLM_ERR_FORMAT, "%s: tensor 'token_embd.weight' has %llu rows",
-                        f->path, (unsigned long long)embd->ne[1]);
+        return vkl_fail(VKLLM_ERR_FORMAT, "%s: tensor 'token_embd.weight' has %llu rows", f->path,
+                        (unsigned long long)embd->ne[1]);
     cfg->n_vocab = (uint32_t)embd->ne[1];
 #undef KEY
     return VKLLM_OK;

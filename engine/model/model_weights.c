@@ -50,7 +50,8 @@ static vkllm_status bind(const gguf_file *f, const char *name, bool required, ui
     uint64_t want[GGUF_MAX_DIMS] = {ne0, ne1 ? ne1 : 1, 1, 1};
     uint32_t want_dims = ne1 ? 2 : 1;
     bool same = true;
-    for (int i = 0; i < GGUF_MAX_DIMS; i++) same = same && t->ne[i] == want[i];
+    for (int i = 0; i < GGUF_MAX_DIMS; i++)
+        same = same && t->ne[i] == want[i];
     if (!same) {
         char a[96], e[96];
         format_dims(a, sizeof a, t->ne, t->n_dims ? t->n_dims : 1);

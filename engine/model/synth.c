@@ -29,8 +29,12 @@ static uint64_t rng_next(synth_rng *r) {
     return z ^ (z >> 31);
 }
 
-static float rng_unit(synth_rng *r) { return (float)(rng_next(r) >> 40) * (1.0f / 16777216.0f); }
-static float rng_range(synth_rng *r, float lo, float hi) { return lo + (hi - lo) * rng_unit(r); }
+static float rng_unit(synth_rng *r) {
+    return (float)(rng_next(r) >> 40) * (1.0f / 16777216.0f);
+}
+static float rng_range(synth_rng *r, float lo, float hi) {
+    return lo + (hi - lo) * rng_unit(r);
+}
 static uint32_t rng_int(synth_rng *r, uint32_t lo, uint32_t hi) { /* [lo, hi] */
     return lo + (uint32_t)((rng_next(r) >> 32) % (uint64_t)(hi - lo + 1));
 }
@@ -50,7 +54,8 @@ static void rng_bytes(synth_rng *r, uint8_t *dst, size_t n) {
 
 static synth_rng rng_for_tensor(uint64_t seed, const char *name) {
     uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a of the name */
-    for (const char *c = name; *c; c++) h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
     synth_rng r = {seed * 0x9e3779b97f4a7c15ull ^ h};
     rng_next(&r);
     return r;
@@ -60,14 +65,14 @@ static synth_rng rng_for_tensor(uint64_t seed, const char *name) {
 
 static const struct {
     const char *name;
-    ggml_type type;      /* uniform type (unused for Q4_K_M) */
-    uint32_t file_type;  /* general.file_type (informational) */
+    ggml_type type;     /* uniform type (unused for Q4_K_M) */
+    uint32_t file_type; /* general.file_type (informational) */
 } quant_table[SYNTH_QUANT_COUNT] = {
-    [SYNTH_F32] = {"F32", GGML_TYPE_F32, 0},       [SYNTH_F16] = {"F16", GGML_TYPE_F16, 1},
-    [SYNTH_Q4_0] = {"Q4_0", GGML_TYPE_Q4_0, 2},    [SYNTH_Q4_1] = {"Q4_1", GGML_TYPE_Q4_1, 3},
-    [SYNTH_Q5_0] = {"Q5_0", GGML_TYPE_Q5_0, 8},    [SYNTH_Q5_1] = {"Q5_1", GGML_TYPE_Q5_1, 9},
-    [SYNTH_Q8_0] = {"Q8_0", GGML_TYPE_Q8_0, 7},    [SYNTH_Q4_K] = {"Q4_K", GGML_TYPE_Q4_K, 14},
-    [SYNTH_Q5_K] = {"Q5_K", GGML_TYPE_Q5_K, 16},   [SYNTH_Q6_K] = {"Q6_K", GGML_TYPE_Q6_K, 18},
+    [SYNTH_F32] = {"F32", GGML_TYPE_F32, 0},         [SYNTH_F16] = {"F16", GGML_TYPE_F16, 1},
+    [SYNTH_Q4_0] = {"Q4_0", GGML_TYPE_Q4_0, 2},      [SYNTH_Q4_1] = {"Q4_1", GGML_TYPE_Q4_1, 3},
+    [SYNTH_Q5_0] = {"Q5_0", GGML_TYPE_Q5_0, 8},      [SYNTH_Q5_1] = {"Q5_1", GGML_TYPE_Q5_1, 9},
+    [SYNTH_Q8_0] = {"Q8_0", GGML_TYPE_Q8_0, 7},      [SYNTH_Q4_K] = {"Q4_K", GGML_TYPE_Q4_K, 14},
+    [SYNTH_Q5_K] = {"Q5_K", GGML_TYPE_Q5_K, 16},     [SYNTH_Q6_K] = {"Q6_K", GGML_TYPE_Q6_K, 18},
     [SYNTH_Q4_K_M] = {"Q4_K_M", GGML_TYPE_Q4_K, 15},
 };
 
@@ -94,12 +99,21 @@ static ggml_type shape_fallback(ggml_type t, uint64_t ne0) {
     ggml_type_info info = ggml_type_get_info(t);
     if (ne0 % info.block_elems == 0) return t;
     switch (t) {
-    case GGML_TYPE_Q4_K: t = GGML_TYPE_Q5_0; break;
-    case GGML_TYPE_Q5_K: t = GGML_TYPE_Q5_1; break;
-    case GGML_TYPE_Q6_K: t = GGML_TYPE_Q8_0; break;
+    case GGML_TYPE_Q4_K:
+        t = GGML_TYPE_Q5_0;
+        break;
+    case GGML_TYPE_Q5_K:
+        t = GGML_TYPE_Q5_1;
+        break;
+    case GGML_TYPE_Q6_K:
+        t = GGML_TYPE_Q8_0;
+        break;
     case GGML_TYPE_Q2_K:
-    case GGML_TYPE_Q3_K: t = GGML_TYPE_Q4_0; break;
-    default: return GGML_TYPE_F16;
+    case GGML_TYPE_Q3_K:
+        t = GGML_TYPE_Q4_0;
+        break;
+    default:
+        return GGML_TYPE_F16;
     }
     return ne0 % 32 == 0 ? t : GGML_TYPE_F16;
 }
@@ -282,7 +296,7 @@ static void random_block(synth_rng *r, ggml_type type, float std, uint8_t *b) {
         rng_bytes(r, b + 16, five ? 160 : 128); /* Q5_K: qh[32] + qs[128] */
         break;
     }
-    case GGML_TYPE_Q6_K: { /* d sc (q - 32), q uniform 0..63, sc signed 3..9 */
+    case GGML_TYPE_Q6_K: {    /* d sc (q - 32), q uniform 0..63, sc signed 3..9 */
         rng_bytes(r, b, 192); /* ql[128], qh[64] */
         for (int j = 0; j < 16; j++) {
             int s = (int)rng_int(r, 3, 9);
@@ -443,18 +457,30 @@ static vkllm_status build_tensor_list(const synth_params *p, uint32_t n_vocab, t
 static vkllm_status copy_kv(gguf_writer *w, const gguf_kv *kv, const char *key) {
     const gguf_value *v = &kv->value;
     switch (v->type) {
-    case GGUF_TYPE_UINT8: return gguf_writer_add_u8(w, key, (uint8_t)v->u64);
-    case GGUF_TYPE_INT8: return gguf_writer_add_i8(w, key, (int8_t)v->i64);
-    case GGUF_TYPE_UINT16: return gguf_writer_add_u16(w, key, (uint16_t)v->u64);
-    case GGUF_TYPE_INT16: return gguf_writer_add_i16(w, key, (int16_t)v->i64);
-    case GGUF_TYPE_UINT32: return gguf_writer_add_u32(w, key, (uint32_t)v->u64);
-    case GGUF_TYPE_INT32: return gguf_writer_add_i32(w, key, (int32_t)v->i64);
-    case GGUF_TYPE_UINT64: return gguf_writer_add_u64(w, key, v->u64);
-    case GGUF_TYPE_INT64: return gguf_writer_add_i64(w, key, v->i64);
-    case GGUF_TYPE_FLOAT32: return gguf_writer_add_f32(w, key, (float)v->f64);
-    case GGUF_TYPE_FLOAT64: return gguf_writer_add_f64(w, key, v->f64);
-    case GGUF_TYPE_BOOL: return gguf_writer_add_bool(w, key, v->u64 != 0);
-    case GGUF_TYPE_STRING: return gguf_writer_add_str_n(w, key, v->str.ptr, v->str.len);
+    case GGUF_TYPE_UINT8:
+        return gguf_writer_add_u8(w, key, (uint8_t)v->u64);
+    case GGUF_TYPE_INT8:
+        return gguf_writer_add_i8(w, key, (int8_t)v->i64);
+    case GGUF_TYPE_UINT16:
+        return gguf_writer_add_u16(w, key, (uint16_t)v->u64);
+    case GGUF_TYPE_INT16:
+        return gguf_writer_add_i16(w, key, (int16_t)v->i64);
+    case GGUF_TYPE_UINT32:
+        return gguf_writer_add_u32(w, key, (uint32_t)v->u64);
+    case GGUF_TYPE_INT32:
+        return gguf_writer_add_i32(w, key, (int32_t)v->i64);
+    case GGUF_TYPE_UINT64:
+        return gguf_writer_add_u64(w, key, v->u64);
+    case GGUF_TYPE_INT64:
+        return gguf_writer_add_i64(w, key, v->i64);
+    case GGUF_TYPE_FLOAT32:
+        return gguf_writer_add_f32(w, key, (float)v->f64);
+    case GGUF_TYPE_FLOAT64:
+        return gguf_writer_add_f64(w, key, v->f64);
+    case GGUF_TYPE_BOOL:
+        return gguf_writer_add_bool(w, key, v->u64 != 0);
+    case GGUF_TYPE_STRING:
+        return gguf_writer_add_str_n(w, key, v->str.ptr, v->str.len);
     case GGUF_TYPE_ARRAY:
         if (v->array.elem_type == GGUF_TYPE_STRING)
             return gguf_writer_add_str_array_n(w, key, v->array.strs, v->array.count);
@@ -507,7 +533,8 @@ static vkllm_status copy_tokenizer(gguf_writer *w, const gguf_file *tok, const s
                 st = vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "synth: vocabulary of %u", n_vocab);
                 break;
             }
-            for (uint64_t t = 0; t < n_tok; t++) strs[t] = v->array.strs[t];
+            for (uint64_t t = 0; t < n_tok; t++)
+                strs[t] = v->array.strs[t];
             for (uint64_t t = 0; t < n_pad; t++) {
                 char *s = pad_text + 24 * t;
                 int len = snprintf(s, 24, "<|reserved_%llu|>", (unsigned long long)(n_tok + t));
@@ -524,8 +551,8 @@ static vkllm_status copy_tokenizer(gguf_writer *w, const gguf_file *tok, const s
                                 : v->array.elem_type == GGUF_TYPE_INT32 ||
                                       v->array.elem_type == GGUF_TYPE_UINT32;
             if (!ok) {
-                st = vkl_fail(VKLLM_ERR_FORMAT, "%s: key '%s' has element type %s", tok->path,
-                              key, gguf_value_type_name(v->array.elem_type));
+                st = vkl_fail(VKLLM_ERR_FORMAT, "%s: key '%s' has element type %s", tok->path, key,
+                              gguf_value_type_name(v->array.elem_type));
                 break;
             }
             arr = malloc((size_t)n_vocab * size);
@@ -589,8 +616,8 @@ static vkllm_status check_params(const synth_params *p) {
                         "n_ff %u, n_ctx %u)",
                         p->n_embd, p->n_layer, p->n_head, p->n_head_kv, p->n_ff, p->n_ctx);
     if (p->n_head % p->n_head_kv)
-        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "synth: n_head %u not a multiple of n_head_kv %u",
-                        p->n_head, p->n_head_kv);
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "synth: n_head %u not a multiple of n_head_kv %u", p->n_head, p->n_head_kv);
     uint32_t hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
     if (hd == 0 || hd % 2)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "synth: head_dim %u must be even and > 0", hd);

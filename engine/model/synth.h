@@ -60,11 +60,11 @@ typedef struct synth_params {
     uint32_t n_ctx;   /* context_length key */
     synth_quant quant;
     uint64_t seed;
-    bool tied_output;        /* no output.weight (gemma3 always ties) */
-    bool rope_freqs;         /* write a llama3-style rope_freqs.weight (llama only) */
-    uint32_t sliding_window; /* gemma3 only; 0 = none */
-    float rope_freq_base;    /* 0: architecture default (llama 500000, qwen 1e6, gemma3 1e6) */
-    float rms_eps;           /* 0: architecture default (llama 1e-5, others 1e-6) */
+    bool tied_output;           /* no output.weight (gemma3 always ties) */
+    bool rope_freqs;            /* write a llama3-style rope_freqs.weight (llama only) */
+    uint32_t sliding_window;    /* gemma3 only; 0 = none */
+    float rope_freq_base;       /* 0: architecture default (llama 500000, qwen 1e6, gemma3 1e6) */
+    float rms_eps;              /* 0: architecture default (llama 1e-5, others 1e-6) */
     const char *tokenizer_path; /* GGUF to copy tokenizer.* keys from; NULL: none */
     const char *name;           /* general.name; NULL: "synthetic <arch>" */
 } synth_params;

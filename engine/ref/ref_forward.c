@@ -55,8 +55,7 @@ static vkllm_status scratch_alloc(const model_config *c, uint32_t n, uint32_t n_
 
 /* Attention of the n new tokens (queries in s->q, already normed, rotated and scaled)
  * over cache positions [0, pos] of each; output heads concatenated in s->attn. */
-static void attention(const ref_model *m, uint32_t il, uint32_t start_pos, uint32_t n,
-                      scratch *s) {
+static void attention(const ref_model *m, uint32_t il, uint32_t start_pos, uint32_t n, scratch *s) {
     const model_config *c = &m->cfg;
     const ref_layer *L = &m->layers[il];
     uint32_t group = c->n_head / c->n_head_kv;
@@ -73,7 +72,8 @@ static void attention(const ref_model *m, uint32_t il, uint32_t start_pos, uint3
                 }
                 const float *k = L->k_cache + (size_t)j * c->n_embd_k + (size_t)kvh * c->head_dim;
                 double dot = 0.0;
-                for (uint32_t d = 0; d < c->head_dim; d++) dot += (double)q[d] * k[d];
+                for (uint32_t d = 0; d < c->head_dim; d++)
+                    dot += (double)q[d] * k[d];
                 s->scores[j] = (float)dot;
             }
             ref_softmax(s->scores, s->scores, 1, p + 1, 1.0f, c->attn_logit_softcap);
@@ -108,8 +108,8 @@ static void layer_forward(ref_model *m, uint32_t il, uint32_t start_pos, uint32_
     float base = model_rope_base(c, il), scale = model_rope_scale(c, il);
     ref_rope(s->q, s->pos, m->rope_freqs, s->q, n, c->n_head, c->head_dim, c->n_rot, base, scale,
              mode);
-    ref_rope(s->k, s->pos, m->rope_freqs, s->k, n, c->n_head_kv, c->head_dim, c->n_rot, base,
-             scale, mode);
+    ref_rope(s->k, s->pos, m->rope_freqs, s->k, n, c->n_head_kv, c->head_dim, c->n_rot, base, scale,
+             mode);
     ref_scale(s->q, s->q, (size_t)n * c->n_embd_q, c->attn_scale);
     memcpy(L->k_cache + (size_t)start_pos * c->n_embd_k, s->k, (size_t)n * c->n_embd_k * 4);
     memcpy(L->v_cache + (size_t)start_pos * c->n_embd_v, s->v, (size_t)n * c->n_embd_v * 4);
@@ -159,12 +159,12 @@ vkllm_status ref_forward(ref_model *m, const int32_t *tokens, uint32_t n, uint32
         ref_scale(m->token_embd + (size_t)tokens[t] * c->n_embd, s.x + (size_t)t * c->n_embd,
                   c->n_embd, c->embed_scale);
     }
-    for (uint32_t il = 0; il < c->n_layer; il++) layer_forward(m, il, start_pos, n, &s);
+    for (uint32_t il = 0; il < c->n_layer; il++)
+        layer_forward(m, il, start_pos, n, &s);
     m->n_past = start_pos + n;
 
     uint32_t first = all_logits ? 0 : n - 1, rows = n - first;
-    ref_rms_norm(s.x + (size_t)first * c->n_embd, m->output_norm, s.a, rows, c->n_embd,
-                 c->rms_eps);
+    ref_rms_norm(s.x + (size_t)first * c->n_embd, m->output_norm, s.a, rows, c->n_embd, c->rms_eps);
     ref_matmul(m->output, NULL, s.a, logits, rows, c->n_embd, c->n_vocab, m->n_threads);
     if (c->final_logit_softcap > 0.0f)
         ref_softcap(logits, logits, (size_t)rows * c->n_vocab, c->final_logit_softcap);
@@ -180,8 +180,8 @@ int32_t ref_argmax(const float *values, uint32_t n) {
 }
 
 vkllm_status ref_generate_greedy(ref_model *m, const int32_t *prompt, uint32_t n_prompt,
-                                 uint32_t n_new, const int32_t *stop, uint32_t n_stop,
-                                 int32_t *out, uint32_t *n_out) {
+                                 uint32_t n_new, const int32_t *stop, uint32_t n_stop, int32_t *out,
+                                 uint32_t *n_out) {
     *n_out = 0;
     float *logits = malloc((size_t)m->cfg.n_vocab * sizeof(float));
     if (!logits) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "ref_generate_greedy: no memory");
@@ -191,7 +191,8 @@ vkllm_status ref_generate_greedy(ref_model *m, const int32_t *prompt, uint32_t n
         int32_t next = ref_argmax(logits, m->cfg.n_vocab);
         out[(*n_out)++] = next;
         bool stopped = false;
-        for (uint32_t j = 0; j < n_stop; j++) stopped |= stop[j] == next;
+        for (uint32_t j = 0; j < n_stop; j++)
+            stopped |= stop[j] == next;
         if (stopped || i + 1 == n_new) break;
         st = ref_forward(m, &next, 1, m->n_past, false, logits);
     }

@@ -50,8 +50,8 @@ vkllm_status ref_forward(ref_model *model, const int32_t *tokens, uint32_t n, ui
  * out (stopping after a token that is in stop[0..n_stop), which is written too).
  * *n_out = tokens written. Ties in argmax go to the lowest id. */
 vkllm_status ref_generate_greedy(ref_model *model, const int32_t *prompt, uint32_t n_prompt,
-                                 uint32_t n_new, const int32_t *stop, uint32_t n_stop,
-                                 int32_t *out, uint32_t *n_out);
+                                 uint32_t n_new, const int32_t *stop, uint32_t n_stop, int32_t *out,
+                                 uint32_t *n_out);
 
 /* Index of the largest value (lowest index on ties; NaNs are never chosen). */
 int32_t ref_argmax(const float *values, uint32_t n);

@@ -20,10 +20,13 @@ static float dot(const float *a, const float *b, uint32_t n) {
     float lane[8] = {0};
     uint32_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) lane[l] += a[i + l] * b[i + l];
+        for (int l = 0; l < 8; l++)
+            lane[l] += a[i + l] * b[i + l];
     double sum = 0.0;
-    for (int l = 0; l < 8; l++) sum += lane[l];
-    for (; i < n; i++) sum += (double)a[i] * b[i];
+    for (int l = 0; l < 8; l++)
+        sum += lane[l];
+    for (; i < n; i++)
+        sum += (double)a[i] * b[i];
     return (float)sum;
 }
 
@@ -52,7 +55,13 @@ void ref_matmul(const float *w, const float *bias, const float *x, float *y, uin
     pthread_t threads[REF_MATMUL_MAX_THREADS];
     bool started[REF_MATMUL_MAX_THREADS] = {0};
     for (uint32_t i = 0; i < n_threads; i++) {
-        jobs[i] = (matmul_job){w,     bias,  x, y, n_tok, n_in, n_out,
+        jobs[i] = (matmul_job){w,
+                               bias,
+                               x,
+                               y,
+                               n_tok,
+                               n_in,
+                               n_out,
                                (uint32_t)((uint64_t)n_out * i / n_threads),
                                (uint32_t)((uint64_t)n_out * (i + 1) / n_threads)};
         /* Thread 0's share runs here; a thread that cannot start runs here as well. */

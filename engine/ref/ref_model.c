@@ -18,9 +18,9 @@ static vkllm_status load_tensor(const gguf_file *file, const gguf_tensor *t, flo
     if (!t) return VKLLM_OK;
     float *data = malloc(t->n_elements * sizeof *data);
     if (!data)
-        return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "%s: no memory for tensor '%.*s' (%llu floats)",
-                        file->path, (int)t->name.len, t->name.ptr,
-                        (unsigned long long)t->n_elements);
+        return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY,
+                        "%s: no memory for tensor '%.*s' (%llu floats)", file->path,
+                        (int)t->name.len, t->name.ptr, (unsigned long long)t->n_elements);
     vkllm_status st = quant_dequantize(t->type, t->data, data, t->n_elements);
     if (st != VKLLM_OK) {
         free(data);
@@ -101,24 +101,46 @@ void ref_model_destroy(ref_model *m) {
     free(m->rope_freqs);
     for (uint32_t il = 0; m->layers && il < m->cfg.n_layer; il++) {
         ref_layer *L = &m->layers[il];
-        float *all[] = {L->attn_norm, L->wq,       L->wk,      L->wv,       L->bq,
-                        L->bk,        L->bv,       L->q_norm,  L->k_norm,   L->wo,
-                        L->post_attn_norm, L->ffn_norm, L->ffn_gate, L->ffn_up, L->ffn_down,
-                        L->post_ffw_norm, L->k_cache, L->v_cache};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+        float *all[] = {L->attn_norm,
+                        L->wq,
+                        L->wk,
+                        L->wv,
+                        L->bq,
+                        L->bk,
+                        L->bv,
+                        L->q_norm,
+                        L->k_norm,
+                        L->wo,
+                        L->post_attn_norm,
+                        L->ffn_norm,
+                        L->ffn_gate,
+                        L->ffn_up,
+                        L->ffn_down,
+                        L->post_ffw_norm,
+                        L->k_cache,
+                        L->v_cache};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            free(all[i]);
     }
     free(m->layers);
     free(m);
 }
 
-const model_config *ref_model_config(const ref_model *m) { return &m->cfg; }
-uint32_t ref_model_n_past(const ref_model *m) { return m->n_past; }
-void ref_reset(ref_model *m) { m->n_past = 0; }
+const model_config *ref_model_config(const ref_model *m) {
+    return &m->cfg;
+}
+uint32_t ref_model_n_past(const ref_model *m) {
+    return m->n_past;
+}
+void ref_reset(ref_model *m) {
+    m->n_past = 0;
+}
 
 vkllm_status ref_kv_reserve(ref_model *m, uint32_t n_tokens) {
     if (n_tokens <= m->kv_cap) return VKLLM_OK;
     uint32_t cap = m->kv_cap ? m->kv_cap : 64;
-    while (cap < n_tokens) cap = cap > UINT32_MAX / 2 ? n_tokens : cap * 2;
+    while (cap < n_tokens)
+        cap = cap > UINT32_MAX / 2 ? n_tokens : cap * 2;
     for (uint32_t il = 0; il < m->cfg.n_layer; il++) {
         ref_layer *L = &m->layers[il];
         float *k = realloc(L->k_cache, (size_t)cap * m->cfg.n_embd_k * sizeof(float));

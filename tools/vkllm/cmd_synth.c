@@ -93,22 +93,33 @@ int cmd_synth(int argc, char **argv) {
         }
         const char *v = argv[++i];
         int ok = 1;
-        if (!strcmp(a, "-o")) out_path = v;
-        else if (!strcmp(a, "--arch") || !strcmp(a, "--preset")) continue;
-        else if (!strcmp(a, "--n-embd")) ok = parse_u32(a, v, &p.n_embd);
-        else if (!strcmp(a, "--n-layer")) ok = parse_u32(a, v, &p.n_layer);
-        else if (!strcmp(a, "--n-head")) ok = parse_u32(a, v, &p.n_head);
-        else if (!strcmp(a, "--n-head-kv")) ok = parse_u32(a, v, &p.n_head_kv);
-        else if (!strcmp(a, "--head-dim")) ok = parse_u32(a, v, &p.head_dim);
-        else if (!strcmp(a, "--n-ff")) ok = parse_u32(a, v, &p.n_ff);
+        if (!strcmp(a, "-o"))
+            out_path = v;
+        else if (!strcmp(a, "--arch") || !strcmp(a, "--preset"))
+            continue;
+        else if (!strcmp(a, "--n-embd"))
+            ok = parse_u32(a, v, &p.n_embd);
+        else if (!strcmp(a, "--n-layer"))
+            ok = parse_u32(a, v, &p.n_layer);
+        else if (!strcmp(a, "--n-head"))
+            ok = parse_u32(a, v, &p.n_head);
+        else if (!strcmp(a, "--n-head-kv"))
+            ok = parse_u32(a, v, &p.n_head_kv);
+        else if (!strcmp(a, "--head-dim"))
+            ok = parse_u32(a, v, &p.head_dim);
+        else if (!strcmp(a, "--n-ff"))
+            ok = parse_u32(a, v, &p.n_ff);
         else if (!strcmp(a, "--vocab")) {
             ok = parse_u32(a, v, &p.n_vocab);
             vocab_given = true;
-        }
-        else if (!strcmp(a, "--ctx")) ok = parse_u32(a, v, &p.n_ctx);
-        else if (!strcmp(a, "--window")) ok = parse_u32(a, v, &p.sliding_window);
-        else if (!strcmp(a, "--tokenizer")) tokenizer = v;
-        else if (!strcmp(a, "--rope-base")) p.rope_freq_base = strtof(v, NULL);
+        } else if (!strcmp(a, "--ctx"))
+            ok = parse_u32(a, v, &p.n_ctx);
+        else if (!strcmp(a, "--window"))
+            ok = parse_u32(a, v, &p.sliding_window);
+        else if (!strcmp(a, "--tokenizer"))
+            tokenizer = v;
+        else if (!strcmp(a, "--rope-base"))
+            p.rope_freq_base = strtof(v, NULL);
         else if (!strcmp(a, "--seed")) {
             char *end;
             p.seed = strtoull(v, &end, 10);
