@@ -48,6 +48,8 @@ const char *vkllm_version(void);
 
 typedef struct vkllm_engine vkllm_engine;
 
+/* A zero field takes its default (so a zeroed struct works too); strings and the
+ * progress callback are used during vkllm_engine_create only. */
 typedef struct vkllm_engine_options {
     const char *device;        /* index or name substring; NULL: VKLLM_DEVICE or the best */
     float kv_memory_fraction;  /* of the device memory left after weights (default 0.9) */
@@ -61,7 +63,10 @@ typedef struct vkllm_engine_options {
     bool enable_prefix_caching;   /* default true */
     const char *chat_template;    /* NULL: from the model; "gemma", "llama3", "chatml", ... */
     bool validation;              /* Vulkan validation layer (debugging) */
-    void (*on_progress)(const char *stage, double fraction, void *user); /* model loading */
+    /* Model loading progress, on the creating thread: stages "reading", "tokenizer",
+     * "device", "weights", "ready"; fraction of the whole load in [0, 1], never
+     * decreasing, 1 at "ready". */
+    void (*on_progress)(const char *stage, double fraction, void *user);
     void *progress_user;
 } vkllm_engine_options;
 
@@ -78,9 +83,10 @@ typedef struct vkllm_model_info {
     char name[128];         /* general.name or the file name */
     char architecture[32];  /* "llama", "qwen2", "qwen3", "gemma3" */
     char device[256];       /* the Vulkan device in use */
-    uint32_t n_vocab, n_ctx, n_layer, n_embd;
+    uint32_t n_vocab, n_ctx, n_layer, n_embd; /* n_ctx: max_context in effect */
     uint64_t weight_bytes, kv_bytes;
     uint32_t kv_blocks, block_size;
+    char chat_template[16]; /* the chat format in use: "gemma", "llama3", "chatml", ... */
 } vkllm_model_info;
 vkllm_status vkllm_engine_model_info(vkllm_engine *engine, vkllm_model_info *out);
 
@@ -161,8 +167,15 @@ typedef struct vkllm_request_params {
 
 void vkllm_request_params_default(vkllm_request_params *params);
 
-/* Queues a request. VKLLM_ERR_BUSY: too many waiting; VKLLM_ERR_TOO_LONG: the prompt
- * can never fit; VKLLM_ERR_INVALID_ARGUMENT: a parameter out of range (named). */
+/* Queues a request. VKLLM_ERR_BUSY: max_waiting requests already wait; VKLLM_ERR_TOO_LONG:
+ * the prompt can never fit (longer than max_context, or more blocks than the KV cache
+ * less its 1% watermark); VKLLM_ERR_INVALID_ARGUMENT: a parameter out of range (named,
+ * e.g. "sampling.top_p"; also n > max_running_seqs). A failure found later (on the engine
+ * thread) finishes the request with VKLLM_FINISH_ERROR and a message. Text prompts are tokenized with control tokens
+ * written in the text parsed (as llama.cpp and Hugging Face do); messages are rendered
+ * with the chat template and a generation prompt. Everything params points to is copied
+ * before submit returns. An accepted request always ends with exactly one last event per
+ * sample (finish != VKLLM_FINISH_NONE). */
 vkllm_status vkllm_submit(vkllm_engine *engine, const vkllm_request_params *params,
                           vkllm_request_id *id);
 
@@ -183,16 +196,21 @@ typedef struct vkllm_request_result {
 /* Non-blocking: the current state. */
 vkllm_status vkllm_poll(vkllm_engine *engine, vkllm_request_id id, vkllm_request_result *out);
 /* Blocks until the request finishes; then forgets it (a later poll is NOT_FOUND).
- * out may be NULL. */
+ * out may be NULL. When it returns, no callback of this request runs or will run.
+ * Finished requests are kept for poll/wait until collected, but at most the 1024 most
+ * recently finished uncollected ones: callers that only use callbacks need not wait. */
 vkllm_status vkllm_wait(vkllm_engine *engine, vkllm_request_id id, vkllm_request_result *out);
 void vkllm_request_result_free(vkllm_request_result *result);
 
 /* ---------------------------------------------------------------- tokenizer */
 
-/* Token ids of text (malloc'ed, caller frees). */
+/* Token ids of `len` bytes of text (malloc'ed, caller frees; NULL when none).
+ * add_special: BOS/EOS as the model's tokenizer says; parse_special: control tokens
+ * written in the text become their ids. */
 vkllm_status vkllm_tokenize(vkllm_engine *engine, const char *text, size_t len, bool add_special,
                             bool parse_special, int32_t **tokens, size_t *n_tokens);
-/* Text of token ids (malloc'ed, caller frees). */
+/* Text of token ids (malloc'ed, NUL-terminated, caller frees); special tokens are not
+ * rendered. len may be NULL. */
 vkllm_status vkllm_detokenize(vkllm_engine *engine, const int32_t *tokens, size_t n_tokens,
                               char **text, size_t *len);
 /* Chat messages rendered with the model's template (malloc'ed, caller frees). */
@@ -213,6 +231,12 @@ typedef struct vkllm_stats {
     uint64_t prefix_cache_queries, prefix_cache_hits; /* in tokens */
     uint64_t preemptions_total;
     uint64_t steps_total;
+    /* Forward passes: tokens computed and time spent, by step kind. A step that computed
+     * any prompt tokens counts as prefill (exact for one stream), else as decode. Wall
+     * time is measured around each step; GPU time from timestamps (0 if unavailable). */
+    uint64_t prefill_tokens_computed, decode_tokens_computed;
+    double prefill_time_s, decode_time_s;
+    double prefill_gpu_time_s, decode_gpu_time_s;
 } vkllm_stats;
 
 vkllm_status vkllm_get_stats(vkllm_engine *engine, vkllm_stats *out);

@@ -25,20 +25,26 @@
 #ifndef DQ_GLSL
 #define DQ_GLSL
 
+// Word i of the weight bytes. A shader that stages weights elsewhere (matvec_fast.comp
+// reads them from shared memory) defines DQ_W(i) before the #include.
+#ifndef DQ_W
+#define DQ_W(i) wq[i]
+#endif
+
 // ---------------------------------------------------------------- byte access
 
 // 32 bits starting at a byte offset that is a multiple of 4.
-uint dq_word(uint byte_off) { return wq[byte_off >> 2]; }
+uint dq_word(uint byte_off) { return DQ_W(byte_off >> 2); }
 
 // 32 bits starting at a byte offset that is a multiple of 2 (may straddle two words).
 uint dq_word2(uint byte_off) {
     uint i = byte_off >> 2;
-    if ((byte_off & 2u) == 0u) return wq[i];
-    return (wq[i] >> 16) | (wq[i + 1u] << 16);
+    if ((byte_off & 2u) == 0u) return DQ_W(i);
+    return (DQ_W(i) >> 16) | (DQ_W(i + 1u) << 16);
 }
 
-uint dq_u16(uint byte_off) { return (wq[byte_off >> 2] >> ((byte_off & 2u) * 8u)) & 0xffffu; }
-uint dq_u8(uint byte_off) { return (wq[byte_off >> 2] >> ((byte_off & 3u) * 8u)) & 0xffu; }
+uint dq_u16(uint byte_off) { return (DQ_W(byte_off >> 2) >> ((byte_off & 2u) * 8u)) & 0xffffu; }
+uint dq_u8(uint byte_off) { return (DQ_W(byte_off >> 2) >> ((byte_off & 3u) * 8u)) & 0xffu; }
 int dq_i8(uint byte_off) { return int(dq_u8(byte_off) << 24) >> 24; }
 float dq_half(uint byte_off) { return unpackHalf2x16(dq_u16(byte_off)).x; }
 
@@ -64,8 +70,8 @@ vec4 dq_byte_bits(uint w, uint shift) { return dq_fields(w, shift, 1u); }
 #define DQ_BLOCK_BYTES 32u
 void dq_group(uint bb, uint g, out vec4 lo, out vec4 hi) {
     uint i = bb >> 2;
-    lo = uintBitsToFloat(uvec4(wq[i], wq[i + 1u], wq[i + 2u], wq[i + 3u]));
-    hi = uintBitsToFloat(uvec4(wq[i + 4u], wq[i + 5u], wq[i + 6u], wq[i + 7u]));
+    lo = uintBitsToFloat(uvec4(DQ_W(i), DQ_W(i + 1u), DQ_W(i + 2u), DQ_W(i + 3u)));
+    hi = uintBitsToFloat(uvec4(DQ_W(i + 4u), DQ_W(i + 5u), DQ_W(i + 6u), DQ_W(i + 7u)));
 }
 
 #elif defined(DQ_F16)
@@ -73,8 +79,8 @@ void dq_group(uint bb, uint g, out vec4 lo, out vec4 hi) {
 #define DQ_BLOCK_BYTES 16u
 void dq_group(uint bb, uint g, out vec4 lo, out vec4 hi) {
     uint i = bb >> 2;
-    lo = vec4(unpackHalf2x16(wq[i]), unpackHalf2x16(wq[i + 1u]));
-    hi = vec4(unpackHalf2x16(wq[i + 2u]), unpackHalf2x16(wq[i + 3u]));
+    lo = vec4(unpackHalf2x16(DQ_W(i)), unpackHalf2x16(DQ_W(i + 1u)));
+    hi = vec4(unpackHalf2x16(DQ_W(i + 2u)), unpackHalf2x16(DQ_W(i + 3u)));
 }
 
 #elif defined(DQ_Q4_0)

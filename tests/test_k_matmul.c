@@ -114,7 +114,8 @@ typedef struct mm_case {
 } mm_case;
 
 static const char *kernel_name(k_matmul_kernel k) {
-    static const char *names[] = {"auto", "matvec", "tiled", "coopmat"};
+    static const char *names[] = {"auto",    "matvec",       "tiled",
+                                  "coopmat", "matvec_basic", "matvec_fast"};
     return names[k];
 }
 
@@ -257,6 +258,129 @@ Test(k_matmul, matvec_every_type_both_reductions) {
                              .seed = 1000 + 10 * i + j};
                 run_case(&c);
             }
+}
+
+/* ---------------------------------------------------------------- matvec_fast */
+
+/* The fast matvec forced on every type: 1..8 tokens (every NUM_COLS) for the types of
+ * Llama-3 GGUFs, rows not multiples of the rows per workgroup, rows of many chunks
+ * (lavapipe's subgroup of 8 gives 512-byte chunks: 2-26 blocks). */
+Test(k_matmul, matvec_fast_every_type) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (!f->subgroup_arithmetic) cr_skip("device has no subgroup arithmetic");
+    for (size_t i = 0; i < N_TYPES; i++) {
+        ggml_type t = all_types[i];
+        bool main_type = t == GGML_TYPE_F16 || t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q5_0 ||
+                         t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q6_K;
+        for (uint32_t nt = 1; nt <= 8; nt++) {
+            if (!main_type && nt != 1 && nt != 6) continue;
+            uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 5 + nt % 3 : 57 + 4 * nt;
+            mm_case c = {.type = t,
+                         .rows = nt & 1 ? 37 : 19,
+                         .cols = cols_for(t, blocks),
+                         .n_tokens = nt,
+                         .kernel = K_MATMUL_MATVEC_FAST,
+                         .bias = nt == 3,
+                         .bound = F32_BOUND,
+                         .seed = 7000 + 10 * i + nt};
+            run_case(&c);
+        }
+    }
+}
+
+/* Other shapes of the fast kernel through VKLLM_MATVEC_TUNE (rows per subgroup, loads
+ * per lane, subgroups per workgroup): 1 and 3 rows per subgroup (37 rows: a partial last
+ * row set), 2 loads per lane (chunks of one Q6_K block on lavapipe), 1 and 3 subgroups; with a
+ * skewed weight split into row ranges and strided X/Y. */
+Test(k_matmul, matvec_fast_tunings_skew_ranges) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (!f->subgroup_arithmetic) cr_skip("device has no subgroup arithmetic");
+    static const char *tunes[] = {"1,4,4", "3,2,1", "4,2,3", "2,16,2"};
+    static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q8_0, GGML_TYPE_Q6_K,
+                                      GGML_TYPE_Q4_K, GGML_TYPE_F16};
+    for (size_t k = 0; k < 4; k++) {
+        cr_assert(setenv("VKLLM_MATVEC_TUNE", tunes[k], 1) == 0);
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+            ggml_type t = types[i];
+            uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 3 : 13;
+            uint32_t cols = cols_for(t, blocks);
+            uint64_t rb = ggml_row_bytes(t, cols);
+            uint32_t nt = 1 + (uint32_t)(k + i) % 4;
+            mm_case c = {.type = t,
+                         .rows = 37,
+                         .cols = cols,
+                         .n_tokens = nt,
+                         .kernel = K_MATMUL_MATVEC_FAST,
+                         .w_offset = 20,
+                         .max_binding_bytes = k & 1 ? rb * 7 + 64 : 0,
+                         .x_stride = cols + 4,
+                         .y_stride = 50,
+                         .y_col = 5,
+                         .bias = (k + i) & 1,
+                         .bound = F32_BOUND,
+                         .seed = 8000 + 10 * k + i};
+            char label[64];
+            snprintf(label, sizeof label, "tune %s", tunes[k]);
+            cr_log_info("%s", label);
+            run_case(&c);
+        }
+    }
+    cr_assert(unsetenv("VKLLM_MATVEC_TUNE") == 0);
+}
+
+/* VKLLM_MATVEC=basic sends MATVEC/AUTO to matvec.comp (still correct); the fast kernel
+ * forced with a shared-memory reduction, or on a weight whose buffer ends before the
+ * tensor end rounded up to 16 bytes, is refused with a message, while MATVEC falls back. */
+Test(k_matmul, matvec_fast_selection) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    cr_assert(setenv("VKLLM_MATVEC", "basic", 1) == 0);
+    mm_case c = {.type = GGML_TYPE_Q4_0,
+                 .rows = 37,
+                 .cols = 1024,
+                 .n_tokens = 2,
+                 .kernel = K_MATMUL_AUTO,
+                 .bound = F32_BOUND,
+                 .seed = 9000};
+    run_case(&c);
+    cr_assert(unsetenv("VKLLM_MATVEC") == 0);
+
+    gpu_buffer wb = test_gpu_buffer_poisoned(7 * 68); /* Q8_0 7 x 64: 476 bytes, 16-rounded 480 */
+    gpu_buffer xb = test_gpu_buffer_poisoned(4 * 64);
+    gpu_buffer yb = test_gpu_buffer_poisoned(4 * 8);
+    k_weight w = {&wb, 0, GGML_TYPE_Q8_0, 7, 64};
+    k_matmul_args a = {.w = &w,
+                       .x = {&xb, 0, 0, false},
+                       .y = {&yb, 0, 0, true},
+                       .n_tokens = 1,
+                       .kernel = K_MATMUL_MATVEC_FAST};
+    cr_assert(!k_matmul_matvec_fast_applies(f, &a));
+    gpu_cmd *cmd;
+    cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK);
+    vkllm_status st = k_matmul_ex(test_gpu(), cmd, &a);
+    char msg[VKL_ERROR_MAX];
+    snprintf(msg, sizeof msg, "%s", vkllm_last_error());
+    a.kernel = K_MATMUL_MATVEC; /* falls back to the basic kernel */
+    vkllm_status st_fallback = k_matmul_ex(test_gpu(), cmd, &a);
+    cr_assert(gpu_cmd_submit(cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    cr_assert(st == VKLLM_ERR_UNSUPPORTED, "got %s", vkllm_status_name(st));
+    cr_assert(strstr(msg, "rounded up to 16") != NULL, "message: %s", msg);
+    cr_assert(st_fallback == VKLLM_OK, "%s", vkllm_last_error());
+    test_gpu_free(&wb);
+
+    if (f->subgroup_arithmetic) {
+        wb = test_gpu_buffer_poisoned(7 * 68 + 4);
+        a.kernel = K_MATMUL_MATVEC_FAST;
+        cr_assert(k_matmul_matvec_fast_applies(f, &a));
+        a.reduce = K_REDUCE_SHARED;
+        cr_assert(!k_matmul_matvec_fast_applies(f, &a));
+        cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK);
+        st = k_matmul_ex(test_gpu(), cmd, &a);
+        cr_assert(gpu_cmd_submit(cmd) == VKLLM_OK, "%s", vkllm_last_error());
+        cr_assert(st == VKLLM_ERR_UNSUPPORTED, "got %s", vkllm_status_name(st));
+        test_gpu_free(&wb);
+    }
+    test_gpu_free(&xb);
+    test_gpu_free(&yb);
 }
 
 /* ---------------------------------------------------------------- tiled, > 8 tokens */

@@ -73,17 +73,21 @@ static uint32_t reference_kept(const float *w, uint32_t n, float temp, int32_t t
     uint32_t m = n_finite;
     if (top_k > 0 && (uint32_t)top_k < m) m = (uint32_t)top_k;
     double zmax = z[order[0]], mass = 0.0;
-    for (uint32_t j = 0; j < m; j++) mass += exp(z[order[j]] - zmax);
+    for (uint32_t j = 0; j < m; j++)
+        mass += exp(z[order[j]] - zmax);
     if (top_p < 1.0f) {
         double before = 0.0;
         uint32_t j = 0;
-        while (j < m && before < (double)top_p * mass) before += exp(z[order[j++]] - zmax);
+        while (j < m && before < (double)top_p * mass)
+            before += exp(z[order[j++]] - zmax);
         m = j;
     }
     if (min_p > 0.0f)
-        while (m > 1 && z[order[m - 1]] < zmax + log((double)min_p)) m--;
+        while (m > 1 && z[order[m - 1]] < zmax + log((double)min_p))
+            m--;
     double total = 0.0;
-    for (uint32_t j = 0; j < m; j++) total += exp(z[order[j]] - zmax);
+    for (uint32_t j = 0; j < m; j++)
+        total += exp(z[order[j]] - zmax);
     for (uint32_t j = 0; j < m; j++) {
         kept[j] = order[j];
         if (prob) prob[j] = exp(z[order[j]] - zmax) / total;
@@ -168,7 +172,8 @@ Test(sampler, same_seed_same_output_different_seed_differs) {
     run_stream(43, c, 64);
     cr_assert_arr_eq(a, b, sizeof a, "same seed 42 gave different streams");
     int differ = 0;
-    for (int i = 0; i < 64; i++) differ += a[i] != c[i];
+    for (int i = 0; i < 64; i++)
+        differ += a[i] != c[i];
     cr_assert_gt(differ, 32, "seeds 42 and 43 agree on %d of 64 near-uniform draws", 64 - differ);
 }
 
@@ -178,7 +183,8 @@ Test(sampler, child_seeds_are_distinct_and_deterministic) {
         seen[i] = sampler_child_seed(7, i);
         cr_assert_eq(seen[i], sampler_child_seed(7, i), "child %u not deterministic", i);
         cr_assert_neq(seen[i], 7, "child %u equals the parent seed", i);
-        for (uint32_t j = 0; j < i; j++) cr_assert_neq(seen[i], seen[j], "children %u, %u", i, j);
+        for (uint32_t j = 0; j < i; j++)
+            cr_assert_neq(seen[i], seen[j], "children %u, %u", i, j);
     }
     cr_assert_neq(sampler_child_seed(7, 0), sampler_child_seed(8, 0), "parent seed ignored");
     /* the streams of two children differ */
@@ -186,7 +192,8 @@ Test(sampler, child_seeds_are_distinct_and_deterministic) {
     sampler_state_init(&s0, seen[0]);
     sampler_state_init(&s1, seen[1]);
     int same = 0;
-    for (int i = 0; i < 100; i++) same += sampler_rng_next(&s0) == sampler_rng_next(&s1);
+    for (int i = 0; i < 100; i++)
+        same += sampler_rng_next(&s0) == sampler_rng_next(&s1);
     cr_assert_eq(same, 0, "child streams collide %d times", same);
 }
 
@@ -212,7 +219,8 @@ static void check_frequencies(const sampler_params *p, const float *x, uint32_t 
     double prob[64];
     uint32_t m = reference_kept(x, n, p->temperature, p->top_k, p->top_p, p->min_p, kept, prob);
     double want[64] = {0};
-    for (uint32_t j = 0; j < m; j++) want[kept[j]] = prob[j];
+    for (uint32_t j = 0; j < m; j++)
+        want[kept[j]] = prob[j];
     int counts[64] = {0};
     const int N = 20000;
     sampler_state st;
@@ -225,7 +233,8 @@ static void check_frequencies(const sampler_params *p, const float *x, uint32_t 
     for (uint32_t t = 0; t < n; t++) {
         double mean = N * want[t], sigma = sqrt(N * want[t] * (1.0 - want[t]));
         if (want[t] == 0.0) {
-            cr_assert_eq(counts[t], 0, "token %u outside the kept set drawn %d times", t, counts[t]);
+            cr_assert_eq(counts[t], 0, "token %u outside the kept set drawn %d times", t,
+                         counts[t]);
         } else {
             cr_assert(fabs(counts[t] - mean) <= 5.0 * sigma + 1e-9,
                       "T %g k %d p %g min_p %g: token %u drawn %d times, expected %.1f +- %.1f "
@@ -270,7 +279,8 @@ static void check_support(const sampler_params *p, const float *x, uint32_t n, u
     uint8_t *in = calloc(n, 1), *drawn = calloc(n, 1);
     cr_assert(kept && prob && in && drawn);
     uint32_t m = reference_kept(x, n, p->temperature, p->top_k, p->top_p, p->min_p, kept, prob);
-    for (uint32_t j = 0; j < m; j++) in[kept[j]] = 1;
+    for (uint32_t j = 0; j < m; j++)
+        in[kept[j]] = 1;
     sampler_state st;
     sampler_state_init(&st, seed);
     for (int i = 0; i < 1500; i++) {
@@ -296,7 +306,8 @@ Test(sampler, top_k_top_p_min_p_keep_exactly_the_reference_set) {
     const uint32_t n = 3001;
     for (uint64_t seed = 100; seed < 103; seed++) {
         float *x = random_logits(seed, n, -4, 4);
-        for (uint32_t i = 0; i < 25; i++) x[(i * 131 + seed) % n] += 6.0f; /* a head of 25 */
+        for (uint32_t i = 0; i < 25; i++)
+            x[(i * 131 + seed) % n] += 6.0f; /* a head of 25 */
         sampler_params p = sampler_params_default();
         p.top_k = 10;
         check_support(&p, x, n, seed);
@@ -338,7 +349,8 @@ Test(sampler, large_vocabulary_top_p_without_top_k) {
         cr_assert_eq(r.n_kept, m, "n_kept %u, reference %u", r.n_kept, m);
     }
     /* a peaked row (the usual case): a bounded candidate set, no growth */
-    for (uint32_t i = 0; i < 50; i++) x[i * 5003] += 12.0f;
+    for (uint32_t i = 0; i < 50; i++)
+        x[i * 5003] += 12.0f;
     m = reference_kept(x, n, 1.0f, 0, 0.9f, 0.0f, kept, NULL);
     for (int i = 0; i < 20; i++) {
         sampler_result r = sample_ok(&p, &st, x, n, NULL, 0, 0);
@@ -456,7 +468,8 @@ Test(sampler, raw_logprobs_match_double_log_softmax) {
         double lse = log_sum_exp_d(x, n);
         int32_t *order = malloc(n * sizeof(int32_t));
         double *z = malloc(n * sizeof(double));
-        for (uint32_t i = 0; i < n; i++) order[i] = (int32_t)i, z[i] = x[i];
+        for (uint32_t i = 0; i < n; i++)
+            order[i] = (int32_t)i, z[i] = x[i];
         g_z = z;
         qsort(order, n, sizeof(int32_t), cmp_desc);
         sampler_params p = sampler_params_default();
@@ -625,8 +638,7 @@ Test(sampler, invalid_inputs_are_named) {
     cr_assert(strstr(vkllm_last_error(), "n_prompt 3 > n_history 2") != NULL, "%s",
               vkllm_last_error());
     float dead[3] = {-INFINITY, NAN, -INFINITY};
-    cr_assert_eq(sampler_sample(&p, &st, ws, dead, 3, NULL, 0, 0, &r),
-                 VKLLM_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sampler_sample(&p, &st, ws, dead, 3, NULL, 0, 0, &r), VKLLM_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(vkllm_last_error(), "no finite logit") != NULL, "%s", vkllm_last_error());
     cr_assert_eq(sampler_sample(&p, &st, ws, x, 262145, NULL, 0, 0, &r),
                  VKLLM_ERR_INVALID_ARGUMENT);
@@ -636,4 +648,82 @@ Test(sampler, invalid_inputs_are_named) {
     sampler_workspace *w2 = NULL;
     cr_assert_eq(sampler_workspace_create(0, &w2), VKLLM_ERR_INVALID_ARGUMENT);
     cr_assert_null(w2);
+}
+
+Test(sampler, infinite_logit_is_certain) {
+    const float x[4] = {0.0f, INFINITY, 1.0f, INFINITY};
+    sampler_params p = sampler_params_default();
+    p.logprobs = 3;
+    sampler_state st;
+    sampler_state_init(&st, 5);
+    for (int i = 0; i < 20; i++) {
+        sampler_result r = sample_ok(&p, &st, x, 4, NULL, 0, 0);
+        cr_assert_eq(r.token, 1, "the first +inf logit is certain");
+        cr_assert_eq(r.logprob, 0.0f);
+        cr_assert_eq(r.n_top, 3);
+        cr_assert(r.top_ids[0] == 1 && r.top_ids[1] == 3 && r.top_ids[2] == 2);
+        cr_assert(isinf(r.top_logprobs[2]) && r.top_logprobs[2] < 0, "finite ones get -inf");
+    }
+}
+
+/* sampler_sample_candidates without a GPU: candidates built here from a sorted row. */
+Test(sampler, candidates_incomplete_and_errors) {
+    const uint32_t n = 500, k = 8;
+    float *x = random_logits(600, n, -1, 1); /* flat: 8 candidates hold little mass */
+    int32_t order[500];
+    double z[500];
+    for (uint32_t i = 0; i < n; i++)
+        order[i] = (int32_t)i, z[i] = x[i];
+    g_z = z;
+    qsort(order, n, sizeof(int32_t), cmp_desc);
+    int32_t ids[8];
+    float vals[8];
+    for (uint32_t j = 0; j < k; j++)
+        ids[j] = order[j], vals[j] = x[order[j]];
+    double s = 0.0;
+    for (uint32_t i = 0; i < n; i++)
+        s += exp((double)x[i] - vals[0]);
+    sampler_candidates c = {.ids = ids,
+                            .values = vals,
+                            .k = k,
+                            .row_max = vals[0],
+                            .sum_exp = (float)s,
+                            .sum_exp_temp = (float)s};
+    sampler_params p = sampler_params_default();
+    p.top_p = 0.9f; /* needs far more than 8 tokens */
+    sampler_state st;
+    sampler_state_init(&st, 3);
+    sampler_result r;
+    bool complete = true;
+    cr_assert_eq(sampler_sample_candidates(&p, &st, &c, n, &r, &complete), VKLLM_OK);
+    cr_assert(!complete, "top_p 0.9 over a flat row cannot close in 8 candidates");
+    cr_assert_eq(st.draws, 0, "no draw consumed");
+    p.top_p = 1.0f;
+    p.top_k = 4;
+    cr_assert_eq(sampler_sample_candidates(&p, &st, &c, n, &r, &complete), VKLLM_OK);
+    cr_assert(complete && r.n_kept == 4 && st.draws == 1);
+    bool in_top4 = false;
+    for (int j = 0; j < 4; j++)
+        in_top4 |= r.token == ids[j];
+    cr_assert(in_top4, "token %d outside the top 4", r.token);
+    p.top_k = 9;
+    cr_assert(!sampler_candidates_usable(&p, k));
+    cr_assert_eq(sampler_sample_candidates(&p, &st, &c, n, &r, &complete), VKLLM_OK);
+    cr_assert(!complete, "top_k 9 > 8 candidates");
+    /* errors */
+    p.top_k = 4;
+    ids[0] = (int32_t)n;
+    cr_assert_eq(sampler_sample_candidates(&p, &st, &c, n, &r, &complete),
+                 VKLLM_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(vkllm_last_error(), "candidate 0 has id 500"), "%s", vkllm_last_error());
+    ids[0] = order[0];
+    float dead[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                     -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    c.values = dead;
+    cr_assert_eq(sampler_sample_candidates(&p, &st, &c, n, &r, &complete),
+                 VKLLM_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(vkllm_last_error(), "no finite candidate"), "%s", vkllm_last_error());
+    cr_assert_eq(sampler_sample_candidates(&p, &st, NULL, n, &r, &complete),
+                 VKLLM_ERR_INVALID_ARGUMENT);
+    free(x);
 }

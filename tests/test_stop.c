@@ -135,7 +135,8 @@ Test(stop, several_stop_strings_first_to_complete_wins) {
     for (int c = 0; c < 3; c++) {
         m = matcher(stops, 5, false);
         stream s2 = {0};
-        for (int i = 0; i < 3; i++) push(m, &s2, cuts[c][i]);
+        for (int i = 0; i < 3; i++)
+            push(m, &s2, cuts[c][i]);
         cr_assert(s2.stopped, "cut %d", c);
         cr_assert_eq(s2.stop_index, 2, "cut %d: stop %d", c, s2.stop_index);
         cr_assert_str_eq(s2.text, "a", "cut %d", c);
@@ -233,7 +234,8 @@ Test(stop, random_texts_and_cuts_match_the_whole_text_reference) {
         test_rng rng = test_rng_seeded(seed);
         char text[64];
         size_t len = 1 + test_rng_below(&rng, 40);
-        for (size_t i = 0; i < len; i++) text[i] = "abcd"[test_rng_below(&rng, 4)];
+        for (size_t i = 0; i < len; i++)
+            text[i] = "abcd"[test_rng_below(&rng, 4)];
         text[len] = 0;
         size_t n_stops = 1 + test_rng_below(&rng, 5);
         bool want_stop;
@@ -303,7 +305,8 @@ Test(stop, sequence_rules_and_finish_reasons) {
 
     p.ignore_eos = true;
     s = seq(&p);
-    for (int i = 0; i < 4; i++) cr_assert_eq(push_tok(s, 1, true).reason, STOP_NONE, "i %d", i);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(push_tok(s, 1, true).reason, STOP_NONE, "i %d", i);
     e = push_tok(s, 1, true);
     cr_assert_eq(e.reason, STOP_LENGTH, "ignore_eos runs to max_tokens");
     cr_assert_str_eq(stop_finish_reason(e.reason), "length");

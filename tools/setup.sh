@@ -45,7 +45,7 @@ case "$mode" in
     tools/fetch_model.sh
     build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
     ctest --test-dir build --output-on-failure -j2
-    build build-asan -DCMAKE_BUILD_TYPE=Debug -DVKLLM_SANITIZE=ON
+    build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVKLLM_SANITIZE=ON
     ctest --test-dir build-asan --output-on-failure -j2
     if [ -f tests/fuzz/CMakeLists.txt ]; then
       build build-fuzz -DCMAKE_C_COMPILER=clang -DVKLLM_FUZZ=ON -DVKLLM_TESTS=OFF

@@ -16,16 +16,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <stb/stb_ds.h>
-
 #include "api/api_internal.h"
 
-const char *vkllm_version(void) { return "0.1.0"; }
+const char *vkllm_version(void) {
+    return "0.1.0";
+}
 
 void api_post_locked(vkllm_engine *e, api_command *cmd) {
     cmd->next = NULL;
-    if (e->cmd_tail) e->cmd_tail->next = cmd;
-    else e->cmd_head = cmd;
+    if (e->cmd_tail)
+        e->cmd_tail->next = cmd;
+    else
+        e->cmd_head = cmd;
     e->cmd_tail = cmd;
     pthread_cond_signal(&e->wake);
 }
@@ -95,8 +97,7 @@ static void publish(vkllm_engine *e, loop_state *ls, uint32_t adds, double step_
     e->stats.prefill_gpu_time_s = ls->prefill_gpu_s;
     e->stats.decode_gpu_time_s = ls->decode_gpu_s;
     e->n_pending_adds -= adds;
-    e->steps_published++;
-    pthread_cond_broadcast(&e->progress);
+    api_publish_finished_locked(e);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -153,13 +154,15 @@ static vkllm_status create_sched(vkllm_engine *e) {
     sched_config_default(&sc);
     sc.max_step_tokens = e->options.max_step_tokens;
     sc.max_running_seqs = e->options.max_running_seqs;
-    sc.max_context = 0;  /* the runner's, resolved from options.max_context */
-    sc.max_waiting = 0;  /* enforced by vkllm_submit, so an accepted request is never refused */
+    sc.max_context = 0; /* the runner's, resolved from options.max_context */
+    sc.max_waiting = 0; /* enforced by vkllm_submit, so an accepted request is never refused */
     sc.preempt_mode = e->options.swap_blocks ? SCHED_PREEMPT_SWAP : SCHED_PREEMPT_RECOMPUTE;
     sc.enable_prefix_caching = e->options.enable_prefix_caching;
     sc.model_key = e->model.model_key;
     sc.seed = fresh_seed(e);
-    return sched_engine_create(e->model.exec, &e->model.cfg, e->model.tok, &sc, &e->sched);
+    VKL_TRY(sched_engine_create(e->model.exec, &e->model.cfg, e->model.tok, &sc, &e->sched));
+    e->sched_limits = *sched_engine_config(e->sched);
+    return VKLLM_OK;
 }
 
 vkllm_status vkllm_engine_create(const char *model_path, const vkllm_engine_options *options,

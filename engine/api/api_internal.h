@@ -9,8 +9,10 @@
  * Request records (api_request):
  *  - created by vkllm_submit, inserted in `requests` (id -> record) before submit returns;
  *  - updated by the engine thread from sched events (text of sample 0, counts, times);
- *  - `finished` is set only after the request's last user callback has returned, so when
- *    vkllm_wait returns no callback of that request is running or will run;
+ *  - `finished` is set only after the request's last user callback has returned and the
+ *    step's statistics are published (the record waits on `just_finished`, linked
+ *    through `newer`, until then), so when vkllm_wait returns no callback of that
+ *    request is running or will run, and vkllm_get_stats counts all of its steps;
  *  - finished records stay in `requests` until vkllm_wait collects them; at most
  *    API_MAX_FINISHED_KEPT uncollected finished records are kept (oldest dropped first),
  *    so callers that only use callbacks do not grow memory;
@@ -28,6 +30,7 @@
 #include "vkllm.h"
 
 #include "api/api_model.h"
+#include "api/api_table.h"
 #include "exec/sampler.h"
 #include "sched/sched_engine.h"
 
@@ -43,12 +46,12 @@ struct api_request {
 
     /* guarded by engine->mu */
     vkllm_finish_reason finish;
-    bool finished;  /* last callback returned */
-    bool in_table;  /* still in engine->requests */
+    bool finished; /* last callback returned */
+    bool in_table; /* still in engine->requests */
     uint32_t waiters;
     uint32_t prompt_tokens, completion_tokens, cached_prompt_tokens;
     double submit_time, first_token_time, finish_time; /* seconds, monotonic */
-    char *text;     /* sample 0 so far */
+    char *text;                                        /* sample 0 so far */
     size_t text_len, text_cap;
     bool listed;                /* on the list of finished, uncollected records */
     api_request *older, *newer; /* that list, oldest first */
@@ -68,19 +71,18 @@ typedef struct api_command {
     sampler_params sampling;
     char **stop_strings;
     int32_t *stop_ids;
+    uint32_t beam_width;
+    float length_penalty;
     uint64_t cache_salt;
     struct api_command *next;
 } api_command;
-
-typedef struct api_request_slot {
-    vkllm_request_id key;
-    api_request *value;
-} api_request_slot;
 
 struct vkllm_engine {
     vkllm_engine_options options; /* resolved; string fields not kept */
     api_model model;
     sched_engine *sched;
+    sched_config sched_limits; /* the scheduler's resolved config (immutable): submit
+                                  refuses what it would refuse */
     pthread_t thread;
     bool thread_started;
 
@@ -90,14 +92,14 @@ struct vkllm_engine {
     api_command *cmd_head, *cmd_tail;
     uint32_t n_pending_adds;
     bool stopping;
-    bool paused;            /* test hook: no steps while set */
+    bool paused; /* test hook: no steps while set */
     uint64_t next_id;
-    api_request_slot *requests; /* stb_ds hash map */
+    api_table requests;
     api_request *finished_oldest, *finished_newest;
+    api_request *just_finished; /* last event delivered, not yet marked finished */
     uint32_t n_finished_kept;
-    vkllm_stats stats;        /* published by the engine thread after each step */
-    uint64_t add_failures;    /* adds the engine thread could not apply (failed requests) */
-    uint64_t steps_published; /* increments with every published snapshot */
+    vkllm_stats stats;     /* published by the engine thread after each step */
+    uint64_t add_failures; /* adds the engine thread could not apply (failed requests) */
 };
 
 /* ---- api_params.c */
@@ -120,6 +122,9 @@ void api_apply_add(vkllm_engine *engine, api_command *cmd);
 /* Finishes a record that never reached the scheduler (engine thread, mu not held). */
 void api_finish_unscheduled(vkllm_engine *engine, api_request *req, vkllm_finish_reason finish,
                             vkllm_status error, const char *message);
+/* Marks the requests whose last event was delivered since the last call finished and
+ * wakes waiters (engine thread, mu held, right after publishing statistics). */
+void api_publish_finished_locked(vkllm_engine *engine);
 /* Removes every record (engine destroy, after the thread stopped). */
 void api_requests_free_all(vkllm_engine *engine);
 

@@ -39,8 +39,10 @@ void vkllm_engine_options_default(vkllm_engine_options *o) {
 }
 
 vkllm_status api_options_resolve(const vkllm_engine_options *in, vkllm_engine_options *out) {
-    if (in) *out = *in;
-    else vkllm_engine_options_default(out);
+    if (in)
+        *out = *in;
+    else
+        vkllm_engine_options_default(out);
     if (out->kv_memory_fraction == 0.0f) out->kv_memory_fraction = DEFAULT_KV_FRACTION;
     if (!(out->kv_memory_fraction > 0.0f && out->kv_memory_fraction <= 1.0f))
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
@@ -103,9 +105,11 @@ static uint64_t model_identity(const gguf_file *file) {
     uint64_t h = 1469598103934665603ull;
     uint64_t words[2] = {file->size, file->n_tensors};
     const uint8_t *w = (const uint8_t *)words;
-    for (size_t i = 0; i < sizeof words; i++) h = (h ^ w[i]) * 1099511628211ull;
+    for (size_t i = 0; i < sizeof words; i++)
+        h = (h ^ w[i]) * 1099511628211ull;
     uint64_t head = file->size < 4096 ? file->size : 4096;
-    for (uint64_t i = 0; i < head; i++) h = (h ^ file->base[i]) * 1099511628211ull;
+    for (uint64_t i = 0; i < head; i++)
+        h = (h ^ file->base[i]) * 1099511628211ull;
     return h;
 }
 
@@ -115,7 +119,8 @@ static void fill_info(api_model *m, const gguf_file *file, const char *path) {
     gguf_str name;
     if (gguf_get_str(file, "general.name", &name) == VKLLM_OK && name.len)
         copy_gguf_str(info->name, sizeof info->name, name);
-    else file_base_name(info->name, sizeof info->name, path);
+    else
+        file_base_name(info->name, sizeof info->name, path);
     vkl_clear_error();
     snprintf(info->architecture, sizeof info->architecture, "%s", model_arch_name(m->cfg.arch));
     snprintf(info->device, sizeof info->device, "%s", gpu_context_features(m->gpu)->name);
@@ -127,6 +132,8 @@ static void fill_info(api_model *m, const gguf_file *file, const char *path) {
     exec_model_memory(m->exec, &info->weight_bytes, &info->kv_bytes, NULL);
     info->kv_blocks = eo->num_blocks;
     info->block_size = eo->block_size;
+    snprintf(info->chat_template, sizeof info->chat_template, "%s",
+             chat_format_name(m->chat.format));
 }
 
 static vkllm_status load_chat_template(api_model *m, const gguf_file *file,

@@ -33,8 +33,7 @@ typedef struct api_model {
 
 /* Loads `path` with `options` (defaults already filled in by api_options_resolve).
  * On failure nothing stays allocated and the message names the stage and the file. */
-vkllm_status api_model_load(const char *path, const vkllm_engine_options *options,
-                            api_model *out);
+vkllm_status api_model_load(const char *path, const vkllm_engine_options *options, api_model *out);
 void api_model_unload(api_model *model);
 
 /* Engine options with every 0/NULL field replaced by its default; checks ranges (the

@@ -28,7 +28,9 @@ void vkllm_request_params_default(vkllm_request_params *p) {
     s->length_penalty = 1.0f;
 }
 
-static bool finite_in(float v, float lo, float hi) { return v >= lo && v <= hi; }
+static bool finite_in(float v, float lo, float hi) {
+    return v >= lo && v <= hi;
+}
 
 vkllm_status api_sampling_convert(const vkllm_sampling *in, sampler_params *out) {
     if (!(in->temperature >= 0.0f) || in->temperature > 1e30f)
@@ -58,10 +60,12 @@ vkllm_status api_sampling_convert(const vkllm_sampling *in, sampler_params *out)
     if (in->n == 0) return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "sampling.n must be >= 1");
     if (in->n > 64)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "sampling.n %u must be <= 64", in->n);
-    if (in->beam_width > 1)
-        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
-                        "sampling.beam_width %u: beam search is not implemented (use 0 or 1)",
+    if (in->beam_width > 64)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "sampling.beam_width %u must be <= 64",
                         in->beam_width);
+    if (in->beam_width > 1 && !(in->length_penalty > -1e30f && in->length_penalty < 1e30f))
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "sampling.length_penalty %g must be finite",
+                        (double)in->length_penalty);
     if (in->logprobs > SAMPLER_MAX_LOGPROBS)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "sampling.logprobs %u must be <= %d",
                         in->logprobs, SAMPLER_MAX_LOGPROBS);
@@ -110,7 +114,8 @@ void api_command_free(api_command *cmd) {
     if (!cmd) return;
     free(cmd->prompt);
     if (cmd->stop_strings)
-        for (size_t i = 0; i < cmd->sampling.n_stop_strings; i++) free(cmd->stop_strings[i]);
+        for (size_t i = 0; i < cmd->sampling.n_stop_strings; i++)
+            free(cmd->stop_strings[i]);
     free(cmd->stop_strings);
     free(cmd->stop_ids);
     free(cmd);
@@ -164,10 +169,11 @@ static vkllm_status prompt_tokens(vkllm_engine *e, const vkllm_request_params *p
     bool has_messages = params->messages != NULL || params->n_messages > 0;
     int sources = (int)has_text + (int)has_ids + (int)has_messages;
     if (sources != 1)
-        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
-                        "request: give exactly one of prompt, prompt_tokens, messages (got %s%s%s%s)",
-                        sources == 0 ? "none" : "", has_text ? "prompt " : "",
-                        has_ids ? "prompt_tokens " : "", has_messages ? "messages" : "");
+        return vkl_fail(
+            VKLLM_ERR_INVALID_ARGUMENT,
+            "request: give exactly one of prompt, prompt_tokens, messages (got %s%s%s%s)",
+            sources == 0 ? "none" : "", has_text ? "prompt " : "", has_ids ? "prompt_tokens " : "",
+            has_messages ? "messages" : "");
     const tok_tokenizer *tok = e->model.tok;
     if (has_ids) {
         if (!params->prompt_tokens || !params->n_prompt_tokens)
@@ -195,8 +201,8 @@ static vkllm_status prompt_tokens(vkllm_engine *e, const vkllm_request_params *p
         char *text = NULL;
         VKL_TRY(render_messages(e, params, &text));
         /* The rendered template writes BOS and turn markers itself. */
-        vkllm_status s = tok_encode(tok, text, strlen(text), false, true, &cmd->prompt,
-                                    &cmd->n_prompt);
+        vkllm_status s =
+            tok_encode(tok, text, strlen(text), false, true, &cmd->prompt, &cmd->n_prompt);
         free(text);
         return s;
     }
@@ -206,21 +212,29 @@ static vkllm_status prompt_tokens(vkllm_engine *e, const vkllm_request_params *p
                       &cmd->prompt, &cmd->n_prompt);
 }
 
-static vkllm_status check_fits(vkllm_engine *e, size_t n_prompt) {
+/* The scheduler's own admission rules (sched_engine_add, kv_manager_can_allocate),
+ * applied here so that submit answers synchronously. */
+static vkllm_status check_fits(vkllm_engine *e, const api_command *cmd) {
+    const sched_config *lim = &e->sched_limits;
     const vkllm_model_info *info = &e->model.info;
+    size_t n_prompt = cmd->n_prompt;
     if (n_prompt == 0)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "request: the prompt has no tokens");
-    if (n_prompt + 1 > info->n_ctx)
-        return vkl_fail(VKLLM_ERR_TOO_LONG,
-                        "request: prompt of %zu tokens leaves no room to generate within "
-                        "max_context %u",
-                        n_prompt, info->n_ctx);
-    uint64_t blocks = (n_prompt + 1 + info->block_size - 1) / info->block_size;
-    if (blocks > info->kv_blocks)
+    if (cmd->sampling.n > lim->max_running_seqs)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "sampling.n %u exceeds the engine's max_running_seqs %u", cmd->sampling.n,
+                        lim->max_running_seqs);
+    if (n_prompt > lim->max_context)
+        return vkl_fail(VKLLM_ERR_TOO_LONG, "request: prompt of %zu tokens exceeds max_context %u",
+                        n_prompt, lim->max_context);
+    uint64_t blocks = (n_prompt + info->block_size - 1) / info->block_size;
+    uint64_t usable = info->kv_blocks - lim->watermark_blocks;
+    if (blocks > usable)
         return vkl_fail(VKLLM_ERR_TOO_LONG,
                         "request: prompt of %zu tokens needs %llu KV blocks of %u tokens; the "
-                        "cache has %u",
-                        n_prompt, (unsigned long long)blocks, info->block_size, info->kv_blocks);
+                        "cache has %u (%u kept free as watermark)",
+                        n_prompt, (unsigned long long)blocks, info->block_size, info->kv_blocks,
+                        lim->watermark_blocks);
     return VKLLM_OK;
 }
 
@@ -230,7 +244,9 @@ vkllm_status api_command_prepare(vkllm_engine *e, const vkllm_request_params *pa
     VKL_TRY(api_sampling_convert(&params->sampling, &cmd->sampling));
     VKL_TRY(copy_stops(cmd));
     VKL_TRY(prompt_tokens(e, params, cmd));
-    VKL_TRY(check_fits(e, cmd->n_prompt));
+    cmd->beam_width = params->sampling.beam_width;
+    cmd->length_penalty = params->sampling.length_penalty;
+    VKL_TRY(check_fits(e, cmd));
     cmd->cache_salt = params->cache_salt;
     return VKLLM_OK;
 }

@@ -10,8 +10,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <stb/stb_ds.h>
-
 #include "api/api_internal.h"
 
 double api_now(void) {
@@ -30,10 +28,14 @@ static void request_free(api_request *r) {
 static void finished_unlink(vkllm_engine *e, api_request *r) {
     if (!r->listed) return;
     r->listed = false;
-    if (r->older) r->older->newer = r->newer;
-    else if (e->finished_oldest == r) e->finished_oldest = r->newer;
-    if (r->newer) r->newer->older = r->older;
-    else if (e->finished_newest == r) e->finished_newest = r->older;
+    if (r->older)
+        r->older->newer = r->newer;
+    else if (e->finished_oldest == r)
+        e->finished_oldest = r->newer;
+    if (r->newer)
+        r->newer->older = r->older;
+    else if (e->finished_newest == r)
+        e->finished_newest = r->older;
     r->older = r->newer = NULL;
     e->n_finished_kept--;
 }
@@ -42,7 +44,7 @@ static void finished_unlink(vkllm_engine *e, api_request *r) {
  * mu held. */
 static void table_remove(vkllm_engine *e, api_request *r) {
     if (!r->in_table) return;
-    (void)hmdel(e->requests, r->id);
+    api_table_del(&e->requests, r->id);
     r->in_table = false;
     finished_unlink(e, r);
     if (r->waiters == 0) request_free(r);
@@ -52,8 +54,10 @@ static void table_remove(vkllm_engine *e, api_request *r) {
 static void finished_push(vkllm_engine *e, api_request *r) {
     r->older = e->finished_newest;
     r->newer = NULL;
-    if (e->finished_newest) e->finished_newest->newer = r;
-    else e->finished_oldest = r;
+    if (e->finished_newest)
+        e->finished_newest->newer = r;
+    else
+        e->finished_oldest = r;
     e->finished_newest = r;
     r->listed = true;
     e->n_finished_kept++;
@@ -74,7 +78,8 @@ static void text_append(api_request *r, const char *text, size_t len) {
     if (!len) return;
     if (r->text_len + len + 1 > r->text_cap) {
         size_t cap = r->text_cap ? r->text_cap * 2 : 256;
-        while (cap < r->text_len + len + 1) cap *= 2;
+        while (cap < r->text_len + len + 1)
+            cap *= 2;
         char *grown = realloc(r->text, cap);
         if (!grown) return; /* poll shows less text; the stream itself went out intact */
         r->text = grown;
@@ -104,15 +109,31 @@ static void deliver(api_request *r, const vkllm_event *ev, bool last, uint32_t p
     if (r->on_event) r->on_event(ev, r->user);
 
     if (last) {
+        /* Marked finished at the next publication (api_publish_finished), so that a
+         * returning vkllm_wait finds this request's steps in the statistics. */
         pthread_mutex_lock(&e->mu);
         if (r->finish == VKLLM_FINISH_NONE) r->finish = ev->finish;
         r->finish_time = api_now();
-        r->finished = true;
-        if (r->in_table) finished_push(e, r);
-        else if (r->waiters == 0) request_free(r);
-        pthread_cond_broadcast(&e->progress);
+        r->newer = e->just_finished;
+        e->just_finished = r;
         pthread_mutex_unlock(&e->mu);
     }
+}
+
+void api_publish_finished_locked(vkllm_engine *e) {
+    api_request *r = e->just_finished;
+    e->just_finished = NULL;
+    while (r) {
+        api_request *next = r->newer;
+        r->newer = NULL;
+        r->finished = true;
+        if (r->in_table)
+            finished_push(e, r);
+        else if (r->waiters == 0)
+            request_free(r);
+        r = next;
+    }
+    pthread_cond_broadcast(&e->progress);
 }
 
 static void on_sched_event(const sched_event *ev, void *user) {
@@ -122,11 +143,8 @@ static void on_sched_event(const sched_event *ev, void *user) {
 
 void api_finish_unscheduled(vkllm_engine *e, api_request *r, vkllm_finish_reason finish,
                             vkllm_status error, const char *message) {
-    vkllm_event ev = {.request = r->id,
-                      .text = "",
-                      .finish = finish,
-                      .error = error,
-                      .error_message = message};
+    vkllm_event ev = {
+        .request = r->id, .text = "", .finish = finish, .error = error, .error_message = message};
     deliver(r, &ev, true, 0, 0, 0);
 }
 
@@ -136,6 +154,8 @@ void api_apply_add(vkllm_engine *e, api_command *cmd) {
                         .prompt = cmd->prompt,
                         .n_prompt = cmd->n_prompt,
                         .sampling = cmd->sampling,
+                        .beam_width = cmd->beam_width,
+                        .length_penalty = cmd->length_penalty,
                         .cache_salt = cmd->cache_salt,
                         .on_event = on_sched_event,
                         .user = r};
@@ -154,8 +174,9 @@ void api_apply_add(vkllm_engine *e, api_command *cmd) {
 
 void api_requests_free_all(vkllm_engine *e) {
     pthread_mutex_lock(&e->mu);
-    while (hmlen(e->requests) > 0) table_remove(e, e->requests[0].value);
-    hmfree(e->requests);
+    for (api_request *r; (r = api_table_any(&e->requests));)
+        table_remove(e, r);
+    api_table_free(&e->requests);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -203,9 +224,15 @@ vkllm_status vkllm_submit(vkllm_engine *e, const vkllm_request_params *params,
                         "vkllm_submit: %u requests already wait (max_waiting %u); try again later",
                         waiting, e->options.max_waiting);
     }
-    r->id = cmd->id = e->next_id++;
+    r->id = cmd->id = e->next_id;
+    if (api_table_put(&e->requests, r) != VKLLM_OK) {
+        pthread_mutex_unlock(&e->mu);
+        api_command_free(cmd);
+        free(r);
+        return VKLLM_ERR_OUT_OF_HOST_MEMORY;
+    }
+    e->next_id++;
     r->in_table = true;
-    hmput(e->requests, r->id, r);
     e->n_pending_adds++;
     api_post_locked(e, cmd);
     pthread_mutex_unlock(&e->mu);
@@ -218,12 +245,13 @@ vkllm_status vkllm_cancel(vkllm_engine *e, vkllm_request_id id) {
     api_command *cmd = calloc(1, sizeof *cmd);
     if (!cmd) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "vkllm_cancel");
     pthread_mutex_lock(&e->mu);
-    api_request *r = hmget(e->requests, id);
+    api_request *r = api_table_get(&e->requests, id);
     if (!r) {
         pthread_mutex_unlock(&e->mu);
         free(cmd);
-        return vkl_fail(VKLLM_ERR_NOT_FOUND, "vkllm_cancel: no request %llu (finished and "
-                                             "collected, or never submitted)",
+        return vkl_fail(VKLLM_ERR_NOT_FOUND,
+                        "vkllm_cancel: no request %llu (finished and "
+                        "collected, or never submitted)",
                         (unsigned long long)id);
     }
     if (r->finished) { /* nothing left to stop */
@@ -260,10 +288,10 @@ vkllm_status vkllm_poll(vkllm_engine *e, vkllm_request_id id, vkllm_request_resu
     if (!out) return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "vkllm_poll: out is NULL");
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&e->mu);
-    api_request *r = hmget(e->requests, id);
-    vkllm_status s = r ? fill_result(r, out)
-                       : vkl_fail(VKLLM_ERR_NOT_FOUND, "vkllm_poll: no request %llu",
-                                  (unsigned long long)id);
+    api_request *r = api_table_get(&e->requests, id);
+    vkllm_status s =
+        r ? fill_result(r, out)
+          : vkl_fail(VKLLM_ERR_NOT_FOUND, "vkllm_poll: no request %llu", (unsigned long long)id);
     pthread_mutex_unlock(&e->mu);
     return s;
 }
@@ -272,18 +300,20 @@ vkllm_status vkllm_wait(vkllm_engine *e, vkllm_request_id id, vkllm_request_resu
     if (!e) return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "vkllm_wait: engine is NULL");
     if (out) memset(out, 0, sizeof *out);
     pthread_mutex_lock(&e->mu);
-    api_request *r = hmget(e->requests, id);
+    api_request *r = api_table_get(&e->requests, id);
     if (!r) {
         pthread_mutex_unlock(&e->mu);
-        return vkl_fail(VKLLM_ERR_NOT_FOUND, "vkllm_wait: no request %llu",
-                        (unsigned long long)id);
+        return vkl_fail(VKLLM_ERR_NOT_FOUND, "vkllm_wait: no request %llu", (unsigned long long)id);
     }
     r->waiters++;
-    while (!r->finished) pthread_cond_wait(&e->progress, &e->mu);
+    while (!r->finished)
+        pthread_cond_wait(&e->progress, &e->mu);
     r->waiters--;
     vkllm_status s = out ? fill_result(r, out) : VKLLM_OK;
-    if (r->in_table) table_remove(e, r); /* frees r unless another waiter remains */
-    else if (r->waiters == 0) request_free(r);
+    if (r->in_table)
+        table_remove(e, r); /* frees r unless another waiter remains */
+    else if (r->waiters == 0)
+        request_free(r);
     pthread_mutex_unlock(&e->mu);
     return s;
 }

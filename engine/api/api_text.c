@@ -12,7 +12,9 @@ vkllm_status vkllm_tokenize(vkllm_engine *e, const char *text, size_t len, bool 
                             bool parse_special, int32_t **tokens, size_t *n_tokens) {
     if (!e || !tokens || !n_tokens)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "vkllm_tokenize: %s is NULL",
-                        !e ? "engine" : !tokens ? "tokens" : "n_tokens");
+                        !e        ? "engine"
+                        : !tokens ? "tokens"
+                                  : "n_tokens");
     *tokens = NULL;
     *n_tokens = 0;
     if (!text && len)
@@ -22,8 +24,8 @@ vkllm_status vkllm_tokenize(vkllm_engine *e, const char *text, size_t len, bool 
                       n_tokens);
 }
 
-vkllm_status vkllm_detokenize(vkllm_engine *e, const int32_t *tokens, size_t n_tokens,
-                              char **text, size_t *len) {
+vkllm_status vkllm_detokenize(vkllm_engine *e, const int32_t *tokens, size_t n_tokens, char **text,
+                              size_t *len) {
     if (!e || !text)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "vkllm_detokenize: %s is NULL",
                         !e ? "engine" : "text");
@@ -46,8 +48,7 @@ vkllm_status vkllm_detokenize(vkllm_engine *e, const int32_t *tokens, size_t n_t
 }
 
 vkllm_status vkllm_apply_chat_template(vkllm_engine *e, const vkllm_chat_message *messages,
-                                       size_t n_messages, bool add_generation_prompt,
-                                       char **text) {
+                                       size_t n_messages, bool add_generation_prompt, char **text) {
     if (!e || !text)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "vkllm_apply_chat_template: %s is NULL",
                         !e ? "engine" : "text");

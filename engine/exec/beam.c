@@ -97,8 +97,12 @@ void beam_search_free(beam_search *bs) {
     free(bs);
 }
 
-uint32_t beam_search_live(const beam_search *bs) { return bs->done ? 0 : bs->n_live; }
-bool beam_search_done(const beam_search *bs) { return bs->done; }
+uint32_t beam_search_live(const beam_search *bs) {
+    return bs->done ? 0 : bs->n_live;
+}
+bool beam_search_done(const beam_search *bs) {
+    return bs->done;
+}
 
 const int32_t *beam_search_beam_tokens(const beam_search *bs, uint32_t i, uint32_t *len) {
     *len = 0;
@@ -189,7 +193,8 @@ vkllm_status beam_search_step(beam_search *bs, const int32_t *tokens, const floa
             int32_t t = tokens[(size_t)b * k + j];
             float lp = logprobs[(size_t)b * k + j];
             if (t < 0 || !isfinite(lp)) continue;
-            bs->cands[nc++] = (beam_candidate){.sum = bs->live_sum[b] + lp, .parent = b, .token = t};
+            bs->cands[nc++] =
+                (beam_candidate){.sum = bs->live_sum[b] + lp, .parent = b, .token = t};
         }
     }
     qsort(bs->cands, nc, sizeof *bs->cands, compare_candidates);
@@ -229,7 +234,8 @@ vkllm_status beam_search_step(beam_search *bs, const int32_t *tokens, const floa
     bs->n_live = done ? 0 : n_next;
     bs->cur_len = new_len;
     bs->done = done;
-    *out = (beam_step){.n_live = bs->n_live, .parent = bs->parent, .token = bs->token, .done = done};
+    *out =
+        (beam_step){.n_live = bs->n_live, .parent = bs->parent, .token = bs->token, .done = done};
     return VKLLM_OK;
 }
 

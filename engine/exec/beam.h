@@ -47,10 +47,10 @@ typedef enum beam_early_stopping {
 } beam_early_stopping;
 
 typedef struct beam_params {
-    uint32_t width;        /* W >= 1 */
-    float length_penalty;  /* alpha, finite; 1 in HF/vLLM by default */
+    uint32_t width;       /* W >= 1 */
+    float length_penalty; /* alpha, finite; 1 in HF/vLLM by default */
     beam_early_stopping early_stopping;
-    uint32_t max_tokens;   /* >= 1 generated tokens per hypothesis */
+    uint32_t max_tokens; /* >= 1 generated tokens per hypothesis */
     bool ignore_eos;
     const int32_t *eos_ids; /* copied at create */
     size_t n_eos;

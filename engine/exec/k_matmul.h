@@ -3,6 +3,8 @@
  * shaders/matmul.comp (tiled; GL_NV_cooperative_matrix variant), shaders/get_rows.comp,
  * all dequantizing through shaders/dequant.glsl. Design notes: docs/kernels-matmul.md.
  *
+ * shaders/matvec_fast.comp is the default 1-8 token kernel where it applies.
+ *
  * Operands:
  *   - W (k_weight): `rows` rows of `cols` elements of a ggml type, in file layout (row r =
  *     the weights of output r, quantized blocks along the row), starting at byte
@@ -48,6 +50,12 @@ typedef enum k_matmul_kernel {
     K_MATMUL_MATVEC,  /* one pass over W for up to 8 tokens; subgroup or shared reduction */
     K_MATMUL_TILED,   /* shared-memory tiles, f32 */
     K_MATMUL_COOPMAT, /* GL_NV_cooperative_matrix, fp16 operands, f32 accumulation */
+    /* Added: the two matvec shaders by name. MATVEC (and AUTO for <= 8 tokens) picks
+     * MATVEC_FAST where it applies (k_matmul_matvec_fast_applies), else MATVEC_BASIC;
+     * the environment variable VKLLM_MATVEC=basic (or =fast) overrides that choice for
+     * MATVEC/AUTO, so benchmarks can compare the two in one build. */
+    K_MATMUL_MATVEC_BASIC, /* matvec.comp: 2 rows per workgroup, 8-element groups */
+    K_MATMUL_MATVEC_FAST,  /* matvec_fast.comp: rows per subgroup, 16-byte staged loads */
 } k_matmul_kernel;
 
 typedef struct k_matmul_args {
@@ -90,5 +98,9 @@ bool k_matmul_type_supported(ggml_type type);
 bool k_matmul_coopmat_available(const gpu_features *features);
 /* The kernel AUTO picks for n_tokens on this device. */
 k_matmul_kernel k_matmul_auto_kernel(const gpu_features *features, uint32_t n_tokens);
+/* True when MATVEC_FAST can run this product: subgroup arithmetic, a reduction that is
+ * not forced to K_REDUCE_SHARED, and a weight buffer that extends to the tensor's end
+ * rounded up to 16 bytes (the shader reads whole uvec4). */
+bool k_matmul_matvec_fast_applies(const gpu_features *features, const k_matmul_args *args);
 
 #endif

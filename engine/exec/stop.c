@@ -20,7 +20,8 @@ static vkllm_status buf_append(byte_buf *b, const char *bytes, size_t n, const c
     if (n == 0) return VKLLM_OK;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n) cap *= 2;
+        while (cap < b->len + n)
+            cap *= 2;
         char *data = realloc(b->data, cap);
         if (!data) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "%s: %zu bytes", what, cap);
         b->data = data;
@@ -141,14 +142,17 @@ vkllm_status stop_matcher_create(const char *const *stops, size_t n_stops, bool 
 void stop_matcher_free(stop_matcher *m) {
     if (!m) return;
     if (m->stops)
-        for (size_t i = 0; i < m->n_stops; i++) free(m->stops[i]);
+        for (size_t i = 0; i < m->n_stops; i++)
+            free(m->stops[i]);
     free(m->stops);
     free(m->lens);
     free(m->buf.data);
     free(m);
 }
 
-size_t stop_matcher_held(const stop_matcher *m) { return m->buf.len - m->consumed; }
+size_t stop_matcher_held(const stop_matcher *m) {
+    return m->buf.len - m->consumed;
+}
 
 /* Drops the text handed out by the previous call. */
 static void matcher_drop_consumed(stop_matcher *m) {
@@ -289,8 +293,12 @@ void stop_seq_free(stop_seq *s) {
     free(s);
 }
 
-uint32_t stop_seq_generated(const stop_seq *s) { return s->generated; }
-stop_reason stop_seq_reason(const stop_seq *s) { return s->reason; }
+uint32_t stop_seq_generated(const stop_seq *s) {
+    return s->generated;
+}
+stop_reason stop_seq_reason(const stop_seq *s) {
+    return s->reason;
+}
 
 /* Text through the stop strings into the event; a completed stop string ends the
  * sequence with STOP_STRING whatever reason was set before. */
@@ -341,7 +349,8 @@ vkllm_status stop_seq_push(stop_seq *s, tok_decoder *dec, int32_t token, bool is
     s->out.len = 0;
     s->generated++;
     bool is_stop_id = false;
-    for (size_t i = 0; i < s->n_stop_ids; i++) is_stop_id |= s->stop_ids[i] == token;
+    for (size_t i = 0; i < s->n_stop_ids; i++)
+        is_stop_id |= s->stop_ids[i] == token;
     if (is_stop_id || (is_eog && !s->ignore_eos)) {
         s->reason = is_stop_id ? STOP_TOKEN : STOP_EOS;
         s->stop_index = token;

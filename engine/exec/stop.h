@@ -43,7 +43,7 @@ void stop_matcher_free(stop_matcher *m);
 typedef struct stop_text {
     const char *text; /* safe to emit now; valid until the next call on the matcher */
     size_t len;
-    bool stopped;     /* a stop string completed (now or before): emit nothing more */
+    bool stopped;       /* a stop string completed (now or before): emit nothing more */
     int32_t stop_index; /* which stop string (index given at create), -1 if none */
 } stop_text;
 

@@ -64,8 +64,8 @@ typedef struct sched_config {
     sched_preempt_mode preempt_mode;
     uint32_t watermark_blocks; /* blocks a new prompt leaves free; SCHED_WATERMARK_AUTO */
     bool enable_prefix_caching;
-    uint64_t model_key;        /* model identity folded into block hashes */
-    uint64_t seed;             /* draws the seeds of requests without has_seed */
+    uint64_t model_key; /* model identity folded into block hashes */
+    uint64_t seed;      /* draws the seeds of requests without has_seed */
 } sched_config;
 
 /* Defaults: everything from the runner, no waiting limit, recompute, watermark auto,
@@ -97,11 +97,11 @@ typedef struct sched_request {
 typedef struct sched_stats {
     vkllm_stats api; /* the public figures (requests, tokens, KV, prefix cache, preemptions) */
     uint32_t seqs_running, seqs_waiting, seqs_swapped;
-    uint64_t forward_tokens_total;  /* tokens run through the forward pass (all steps) */
-    uint64_t prefill_tokens_total;  /* of them, prompt / recompute tokens */
-    uint64_t decode_tokens_total;   /* of them, one-token decode steps */
+    uint64_t forward_tokens_total; /* tokens run through the forward pass (all steps) */
+    uint64_t prefill_tokens_total; /* of them, prompt / recompute tokens */
+    uint64_t decode_tokens_total;  /* of them, one-token decode steps */
     uint64_t preemptions_recompute, preemptions_swap;
-    uint64_t requests_rejected;     /* refused after being queued (can never fit) */
+    uint64_t requests_rejected; /* refused after being queued (can never fit) */
     uint32_t last_step_tokens, last_step_seqs;
     kv_stats kv;
 } sched_stats;

@@ -31,15 +31,14 @@ static vkllm_status sched_seq_init(sched_seq *seq, sched_group *g, uint32_t inde
     memcpy(seq->tokens, req->prompt, req->n_prompt * sizeof *seq->tokens);
     seq->n_tokens = req->n_prompt;
     /* sampler.h: children of an n > 1 request use sampler_child_seed(seed, i). */
-    sampler_state_init(&seq->rng,
-                       req->sampling.n > 1 ? sampler_child_seed(seed, index) : seed);
+    sampler_state_init(&seq->rng, req->sampling.n > 1 ? sampler_child_seed(seed, index) : seed);
     VKL_TRY(stop_seq_create(&req->sampling, &seq->stop));
     if (tok) VKL_TRY(tok_decoder_new(tok, false, &seq->dec));
     return VKLLM_OK;
 }
 
-vkllm_status sched_group_create(const sched_request *req, const tok_tokenizer *tok,
-                                uint64_t seed, uint64_t arrival, sched_group **out) {
+vkllm_status sched_group_create(const sched_request *req, const tok_tokenizer *tok, uint64_t seed,
+                                uint64_t arrival, sched_group **out) {
     *out = NULL;
     sched_group *g = calloc(1, sizeof *g);
     if (!g) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched request");
@@ -61,7 +60,8 @@ vkllm_status sched_group_create(const sched_request *req, const tok_tokenizer *t
     g->seqs = calloc(g->n_seqs, sizeof *g->seqs);
     if (!g->seqs) {
         free(g);
-        return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched request: %u sequences", g->n_seqs);
+        return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched request: %u sequences",
+                        req->sampling.n);
     }
     for (uint32_t i = 0; i < g->n_seqs; i++) {
         vkllm_status st = sched_seq_init(&g->seqs[i], g, i, req, tok, seed);

@@ -70,8 +70,8 @@ struct sched_group {
 
 /* Copies the prompt and the params into a new group of params.n sequences, each with
  * its stop state, streaming decoder (tok may be NULL) and RNG (seed: the request's). */
-vkllm_status sched_group_create(const sched_request *req, const tok_tokenizer *tok,
-                                uint64_t seed, uint64_t arrival, sched_group **out);
+vkllm_status sched_group_create(const sched_request *req, const tok_tokenizer *tok, uint64_t seed,
+                                uint64_t arrival, sched_group **out);
 /* Frees host memory only: the caller has released every sequence's KV first. */
 void sched_group_free(sched_group *group);
 

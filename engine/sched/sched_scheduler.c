@@ -132,8 +132,8 @@ static vkllm_status pass_swap_in(sched_scheduler *s, sched_batch *b, uint32_t *r
 }
 
 static vkllm_status mark_pool_full(sched_scheduler *s, sched_batch *b, sched_seq *q) {
-    VKL_TRY(grow((void **)&b->pool_full, &b->cap_pool_full, b->n_pool_full + 1,
-                 sizeof *b->pool_full));
+    VKL_TRY(
+        grow((void **)&b->pool_full, &b->cap_pool_full, b->n_pool_full + 1, sizeof *b->pool_full));
     kv_manager_free(s->kv, q->kv);
     q->kv = -1;
     b->pool_full[b->n_pool_full++] = q;
@@ -190,9 +190,9 @@ static vkllm_status pass_decode(sched_scheduler *s, sched_batch *b, uint32_t *bu
 
 /* Pass B: prefill chunks of running sequences. */
 static vkllm_status pass_prefill_running(sched_scheduler *s, sched_batch *b, uint32_t *budget) {
-    for (size_t i = 0; i < s->running.count && *budget > 0; i++) {
+    for (size_t i = 0; i<s->running.count && * budget> 0; i++) {
         sched_group *g = s->running.items[i];
-        for (uint32_t k = 0; k < g->n_seqs && *budget > 0; k++) {
+        for (uint32_t k = 0; k<g->n_seqs && * budget> 0; k++) {
             sched_seq *q = &g->seqs[k];
             if (q->kv < 0) continue;
             size_t left = q->n_tokens - q->n_computed;
@@ -205,16 +205,15 @@ static vkllm_status pass_prefill_running(sched_scheduler *s, sched_batch *b, uin
     return VKLLM_OK;
 }
 
-static vkllm_status reject(sched_scheduler *s, sched_batch *b, sched_group *g,
-                           vkllm_status status, const char *message) {
+static vkllm_status reject(sched_scheduler *s, sched_batch *b, sched_group *g, vkllm_status status,
+                           const char *message) {
     VKL_TRY(grow((void **)&b->rejected, &b->cap_rejected, b->n_rejected + 1, sizeof *b->rejected));
     sched_release_group_kv(s->kv, g);
     sched_queue_remove(&s->waiting, g);
     sched_rejection *r = &b->rejected[b->n_rejected++];
     r->group = g;
     r->status = status;
-    snprintf(r->message, sizeof r->message, "request %llu: %s", (unsigned long long)g->id,
-             message);
+    snprintf(r->message, sizeof r->message, "request %llu: %s", (unsigned long long)g->id, message);
     return VKLLM_OK;
 }
 
@@ -231,8 +230,10 @@ static kv_alloc_status allocate_group(sched_scheduler *s, sched_group *g, char *
         if (a == KV_ALLOC_OK) {
             vkllm_status st = kv_manager_allocate(s->kv, q->tokens, q->n_tokens, g->cache_salt,
                                                   &q->kv, &computed);
-            if (st == VKLLM_ERR_TOO_LONG) a = KV_ALLOC_NEVER;
-            else if (st != VKLLM_OK) a = KV_ALLOC_LATER;
+            if (st == VKLLM_ERR_TOO_LONG)
+                a = KV_ALLOC_NEVER;
+            else if (st != VKLLM_OK)
+                a = KV_ALLOC_LATER;
         }
         if (a != KV_ALLOC_OK) {
             if (a == KV_ALLOC_NEVER) {
@@ -265,8 +266,8 @@ static vkllm_status pass_admit(sched_scheduler *s, sched_batch *b, uint32_t *bud
             if (s->running.count == 0 && s->swapped.count == 0) {
                 /* n larger than the sequence limit: it can never be admitted */
                 char msg[160];
-                snprintf(msg, sizeof msg, "%u parallel sequences exceed max_running_seqs %u",
-                         need, s->config.max_running_seqs);
+                snprintf(msg, sizeof msg, "%u parallel sequences exceed max_running_seqs %u", need,
+                         s->config.max_running_seqs);
                 VKL_TRY(reject(s, b, g, VKLLM_ERR_TOO_LONG, msg));
                 continue;
             }
@@ -292,7 +293,7 @@ static vkllm_status pass_admit(sched_scheduler *s, sched_batch *b, uint32_t *bud
         g->state = SCHED_GROUP_RUNNING;
         VKL_TRY(sched_queue_insert_by_arrival(&s->running, g));
         running_seqs += need;
-        for (uint32_t k = 0; k < g->n_seqs && *budget > 0; k++) {
+        for (uint32_t k = 0; k<g->n_seqs && * budget> 0; k++) {
             sched_seq *q = &g->seqs[k];
             if (q->kv < 0) continue;
             size_t left = q->n_tokens - q->n_computed;

@@ -48,8 +48,8 @@ typedef struct sched_batch {
     sched_entry *entries;
     size_t count, capacity;
     uint32_t n_tokens;
-    kv_ops ops;                  /* device work to run, in order, before the step */
-    sched_seq **pool_full;       /* sequences that cannot grow (KV released): end them */
+    kv_ops ops;            /* device work to run, in order, before the step */
+    sched_seq **pool_full; /* sequences that cannot grow (KV released): end them */
     size_t n_pool_full, cap_pool_full;
     sched_rejection *rejected;
     size_t n_rejected, cap_rejected;

@@ -12,6 +12,8 @@
 #include "vkllm.h"
 
 typedef struct srv_backend {
+    /* Engine defaults for the fields the server does not set (may be NULL: zeros). */
+    void (*params_default)(vkllm_request_params *params);
     vkllm_status (*model_info)(void *ctx, vkllm_model_info *out);
     vkllm_status (*submit)(void *ctx, const vkllm_request_params *params, vkllm_request_id *id);
     vkllm_status (*cancel)(void *ctx, vkllm_request_id id);
@@ -21,8 +23,7 @@ typedef struct srv_backend {
     vkllm_status (*detokenize)(void *ctx, const int32_t *tokens, size_t n_tokens, char **text,
                                size_t *len);
     vkllm_status (*apply_chat_template)(void *ctx, const vkllm_chat_message *messages,
-                                        size_t n_messages, bool add_generation_prompt,
-                                        char **text);
+                                        size_t n_messages, bool add_generation_prompt, char **text);
     vkllm_status (*get_stats)(void *ctx, vkllm_stats *out);
     /* The message of the calling thread's last failure. */
     const char *(*last_error)(void *ctx);

@@ -6,11 +6,12 @@
 static vkllm_status be_model_info(void *ctx, vkllm_model_info *out) {
     return vkllm_engine_model_info(ctx, out);
 }
-static vkllm_status be_submit(void *ctx, const vkllm_request_params *params,
-                              vkllm_request_id *id) {
+static vkllm_status be_submit(void *ctx, const vkllm_request_params *params, vkllm_request_id *id) {
     return vkllm_submit(ctx, params, id);
 }
-static vkllm_status be_cancel(void *ctx, vkllm_request_id id) { return vkllm_cancel(ctx, id); }
+static vkllm_status be_cancel(void *ctx, vkllm_request_id id) {
+    return vkllm_cancel(ctx, id);
+}
 static vkllm_status be_wait(void *ctx, vkllm_request_id id, vkllm_request_result *out) {
     return vkllm_wait(ctx, id, out);
 }
@@ -27,10 +28,15 @@ static vkllm_status be_apply_chat_template(void *ctx, const vkllm_chat_message *
                                            char **text) {
     return vkllm_apply_chat_template(ctx, messages, n_messages, add_generation_prompt, text);
 }
-static vkllm_status be_get_stats(void *ctx, vkllm_stats *out) { return vkllm_get_stats(ctx, out); }
-static const char *be_last_error(void *ctx) { return vkllm_last_error(); }
+static vkllm_status be_get_stats(void *ctx, vkllm_stats *out) {
+    return vkllm_get_stats(ctx, out);
+}
+static const char *be_last_error(void *ctx) {
+    return vkllm_last_error();
+}
 
 const srv_backend srv_backend_vkllm = {
+    .params_default = vkllm_request_params_default,
     .model_info = be_model_info,
     .submit = be_submit,
     .cancel = be_cancel,

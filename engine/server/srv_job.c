@@ -64,8 +64,8 @@ void srv_job_on_event(const vkllm_event *event, void *user) {
         rec->n_tokens = event->tokens ? event->n_tokens : 0;
         rec->tokens = dup_bytes(event->tokens, rec->n_tokens * sizeof *rec->tokens);
         if (event->logprobs && job->logprob_cols)
-            rec->logprobs = dup_bytes(event->logprobs, rec->n_tokens * job->logprob_cols *
-                                                           sizeof *rec->logprobs);
+            rec->logprobs = dup_bytes(event->logprobs,
+                                      rec->n_tokens * job->logprob_cols * sizeof *rec->logprobs);
         rec->finish = event->finish;
         rec->error = event->error;
         rec->error_message = event->error_message ? strdup(event->error_message) : NULL;

@@ -54,8 +54,7 @@ static bool get_number(json_t *obj, const char *key, double lo, double hi, doubl
     if (!v) return true;
     if (!json_is_number(v)) return bad_param(err, key, "must be a number");
     double x = json_number_value(v);
-    if (!(x >= lo && x <= hi))
-        return bad_param(err, key, "%g is out of range [%g, %g]", x, lo, hi);
+    if (!(x >= lo && x <= hi)) return bad_param(err, key, "%g is out of range [%g, %g]", x, lo, hi);
     *out = x;
     return true;
 }
@@ -75,8 +74,8 @@ static bool get_integer(json_t *obj, const char *key, int64_t lo, int64_t hi, in
         return bad_param(err, key, "must be an integer");
     }
     if (x < lo || x > hi)
-        return bad_param(err, key, "%lld is out of range [%lld, %lld]", (long long)x,
-                         (long long)lo, (long long)hi);
+        return bad_param(err, key, "%lld is out of range [%lld, %lld]", (long long)x, (long long)lo,
+                         (long long)hi);
     *out = x;
     return true;
 }
@@ -126,8 +125,7 @@ static bool token_array(json_t *arr, const char *param, int32_t **tokens, size_t
     if (!t) return srv_error_set(err, 500, NULL, NULL, "out of memory");
     for (size_t i = 0; i < count; i++) {
         json_t *e = json_array_get(arr, i);
-        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
-            json_integer_value(e) > INT32_MAX) {
+        if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > INT32_MAX) {
             free(t);
             return bad_param(err, param, "element %zu must be a non-negative token id", i);
         }
@@ -161,12 +159,11 @@ static bool parse_prompts(json_t *root, srv_gen_request *out, srv_error *err) {
         out->prompts = calloc(1, sizeof *out->prompts);
         if (!out->prompts) return srv_error_set(err, 500, NULL, NULL, "out of memory");
         out->n_prompts = 1;
-        return token_array(p, "prompt", &out->prompts[0].tokens, &out->prompts[0].n_tokens,
-                           err);
+        return token_array(p, "prompt", &out->prompts[0].tokens, &out->prompts[0].n_tokens, err);
     }
     if (count > SRV_MAX_PROMPTS)
-        return bad_param(err, "prompt", "at most %d prompts per request, got %zu",
-                         SRV_MAX_PROMPTS, count);
+        return bad_param(err, "prompt", "at most %d prompts per request, got %zu", SRV_MAX_PROMPTS,
+                         count);
     out->prompts = calloc(count, sizeof *out->prompts);
     if (!out->prompts) return srv_error_set(err, 500, NULL, NULL, "out of memory");
     out->n_prompts = count;
@@ -182,8 +179,7 @@ static bool parse_prompts(json_t *root, srv_gen_request *out, srv_error *err) {
         } else if (json_is_array(e)) {
             if (!token_array(e, "prompt", &sp->tokens, &sp->n_tokens, err)) return false;
         } else {
-            return bad_param(err, "prompt", "element %zu must be a string or a token-id array",
-                             i);
+            return bad_param(err, "prompt", "element %zu must be a string or a token-id array", i);
         }
     }
     return true;
@@ -214,8 +210,10 @@ static bool message_content(json_t *content, size_t index, bool may_be_null, cha
         json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
         if (!json_is_object(part) || !json_is_string(type) ||
             strcmp(json_string_value(type), "text") || !json_is_string(text))
-            return bad_param(err, param, "part %zu: only {\"type\": \"text\", \"text\": ...} "
-                                         "parts are supported", i);
+            return bad_param(err, param,
+                             "part %zu: only {\"type\": \"text\", \"text\": ...} "
+                             "parts are supported",
+                             i);
         total += json_string_length(text) + 1;
     }
     char *s = malloc(total + 1), *w = s;
@@ -263,7 +261,7 @@ static bool parse_messages(json_t *root, vkllm_chat_message **messages, size_t *
                              "'%s' is not supported (system, developer, user, assistant)", r);
         msgs[i].role = strdup(canonical);
         if (!msgs[i].role) return srv_error_set(err, 500, NULL, NULL, "out of memory");
-        char *content;
+        char *content = NULL;
         if (!message_content(json_object_get(e, "content"), i, !strcmp(canonical, "assistant"),
                              &content, err))
             return false;
@@ -311,9 +309,9 @@ static bool parse_stop(json_t *root, srv_gen_request *out, srv_error *err) {
 
 static bool parse_sampling(json_t *root, srv_gen_request *out, srv_error *err) {
     vkllm_sampling *s = &out->sampling;
-    double d;
-    int64_t i;
-    bool b, present;
+    double d = 0;
+    int64_t i = 0;
+    bool b = false, present = false;
 
     if (!get_number(root, "temperature", 0, 2, &d, &present, err)) return false;
     if (present) s->temperature = (float)d;
@@ -347,8 +345,7 @@ static bool parse_sampling(json_t *root, srv_gen_request *out, srv_error *err) {
     bool have_max = false;
     if (!get_integer(root, "max_tokens", 1, UINT32_MAX, &i, &present, err)) return false;
     if (present) max_tokens = i, have_max = true;
-    if (!get_integer(root, "max_completion_tokens", 1, UINT32_MAX, &i, &present, err))
-        return false;
+    if (!get_integer(root, "max_completion_tokens", 1, UINT32_MAX, &i, &present, err)) return false;
     if (present) max_tokens = i, have_max = true;
     if (have_max) s->max_tokens = (uint32_t)max_tokens;
     out->max_tokens_given = have_max;
@@ -371,8 +368,8 @@ static bool parse_sampling(json_t *root, srv_gen_request *out, srv_error *err) {
 /* completions: logprobs is an integer (alternatives per token); chat: logprobs is a
  * boolean and top_logprobs the count, which needs logprobs true. */
 static bool parse_logprobs(json_t *root, srv_gen_request *out, srv_error *err) {
-    int64_t i;
-    bool b, present;
+    int64_t i = 0;
+    bool b = false, present = false;
     if (out->endpoint == SRV_ENDPOINT_COMPLETIONS) {
         if (!get_integer(root, "logprobs", 0, SRV_MAX_LOGPROBS, &i, &present, err)) return false;
         out->want_logprobs = present;
@@ -390,8 +387,8 @@ static bool parse_logprobs(json_t *root, srv_gen_request *out, srv_error *err) {
     return true;
 }
 
-bool srv_parse_generation(srv_endpoint endpoint, const char *body, size_t len,
-                          srv_gen_request *out, srv_error *err) {
+bool srv_parse_generation(srv_endpoint endpoint, const char *body, size_t len, srv_gen_request *out,
+                          srv_error *err) {
     memset(out, 0, sizeof *out);
     out->endpoint = endpoint;
     /* OpenAI's defaults (not the engine's): the API promises them to clients.
@@ -406,7 +403,7 @@ bool srv_parse_generation(srv_endpoint endpoint, const char *body, size_t len,
 
     json_t *root = load_object(body, len, err);
     if (!root) return false;
-    bool ok = false, present;
+    bool ok = false, present = false;
     if (!get_string(root, "model", &out->model, err)) goto done;
     if (!get_string(root, "user", &out->user, err)) goto done;
     if (endpoint == SRV_ENDPOINT_COMPLETIONS) {
@@ -441,8 +438,7 @@ bool srv_parse_generation(srv_endpoint endpoint, const char *body, size_t len,
     }
     /* The engine reports logprobs of the chosen token as column 0 and top-N after
      * it, so asking for any logprobs needs at least one column. */
-    if (out->want_logprobs)
-        out->sampling.logprobs = out->top_logprobs > 0 ? out->top_logprobs : 1;
+    if (out->want_logprobs) out->sampling.logprobs = out->top_logprobs > 0 ? out->top_logprobs : 1;
     ok = true;
 done:
     json_decref(root);
@@ -461,7 +457,8 @@ void srv_gen_request_free(srv_gen_request *req) {
     free(req->prompts);
     free_messages(req->messages, req->n_messages);
     if (req->stop_strings)
-        for (uint32_t i = 0; i < req->sampling.n_stop; i++) free(req->stop_strings[i]);
+        for (uint32_t i = 0; i < req->sampling.n_stop; i++)
+            free(req->stop_strings[i]);
     free(req->stop_strings);
     free(req->stop_token_ids);
     memset(req, 0, sizeof *req);
@@ -473,12 +470,13 @@ bool srv_parse_tokenize(const char *body, size_t len, srv_tokenize_request *out,
     memset(out, 0, sizeof *out);
     json_t *root = load_object(body, len, err);
     if (!root) return false;
-    bool ok = false, present, b;
+    bool ok = false, present = false, b = false;
     json_t *prompt = member(root, "prompt");
     json_t *messages = member(root, "messages");
     if ((prompt != NULL) == (messages != NULL)) {
-        srv_error_set(err, 400, "prompt", NULL, "exactly one of 'prompt' and 'messages' is "
-                                                "required");
+        srv_error_set(err, 400, "prompt", NULL,
+                      "exactly one of 'prompt' and 'messages' is "
+                      "required");
         goto done;
     }
     if (prompt) {
@@ -538,7 +536,9 @@ bool srv_check_token_ids(const int32_t *tokens, size_t n, uint32_t n_vocab, cons
                          srv_error *err) {
     for (size_t i = 0; i < n; i++)
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= n_vocab)
-            return bad_param(err, param, "token id %d at position %zu is outside the "
-                                         "vocabulary [0, %u)", tokens[i], i, n_vocab);
+            return bad_param(err, param,
+                             "token id %d at position %zu is outside the "
+                             "vocabulary [0, %u)",
+                             tokens[i], i, n_vocab);
     return true;
 }

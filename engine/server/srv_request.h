@@ -82,8 +82,8 @@ typedef struct srv_gen_request {
 
 /* Parses body (len bytes, need not be NUL-terminated). On failure returns false with
  * err filled (400 for malformed JSON and invalid parameters) and out freed. */
-bool srv_parse_generation(srv_endpoint endpoint, const char *body, size_t len,
-                          srv_gen_request *out, srv_error *err);
+bool srv_parse_generation(srv_endpoint endpoint, const char *body, size_t len, srv_gen_request *out,
+                          srv_error *err);
 void srv_gen_request_free(srv_gen_request *req);
 
 /* POST /tokenize: {"prompt": str} or {"messages": [...]}, vLLM's shape. */

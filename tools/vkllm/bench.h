@@ -73,8 +73,8 @@ bool bench_parse_bytes(const char *cmd, const char *opt, const char *s, uint64_t
  * f64 lists (INFINITY). */
 bool bench_parse_u32_list(const char *cmd, const char *opt, const char *s, uint32_t *out,
                           size_t max, size_t *n);
-bool bench_parse_f64_list(const char *cmd, const char *opt, const char *s, double *out,
-                          size_t max, size_t *n);
+bool bench_parse_f64_list(const char *cmd, const char *opt, const char *s, double *out, size_t max,
+                          size_t *n);
 
 /* Prints the device line every report starts with. */
 void bench_print_device(const gpu_features *f);
@@ -96,11 +96,25 @@ typedef struct bench_model {
 /* Opens the GGUF file, reads its config, creates the Vulkan context (device from
  * `device` or VKLLM_DEVICE) and the runner with `options` (num_blocks must be set, or
  * kv_bytes > 0 to size the cache from a byte budget). */
-bool bench_model_open(const char *cmd, const char *path, const char *device,
-                      exec_options *options, uint64_t kv_bytes, bench_model *m);
+bool bench_model_open(const char *cmd, const char *path, const char *device, exec_options *options,
+                      uint64_t kv_bytes, bench_model *m);
 void bench_model_close(bench_model *m);
 /* K+V bytes of one block over all layers (fp16 cache). */
 uint64_t bench_kv_block_bytes(const model_config *cfg, uint32_t block_size);
+
+/* ---------------------------------------------------------------- workload (bench_workload.c) */
+
+/* Seeded generator (splitmix64): same seed, same sequence on every machine. */
+typedef struct bench_rng {
+    uint64_t s;
+} bench_rng;
+uint64_t bench_rng_next(bench_rng *r);
+double bench_rng_uniform(bench_rng *r);                  /* in (0, 1) */
+double bench_rng_exponential(bench_rng *r, double rate); /* Poisson gaps, mean 1/rate */
+
+/* Prompt and output lengths of n requests resembling ShareGPT (see bench_workload.c). */
+void bench_workload_lengths(uint32_t n, uint64_t seed, double scale, uint32_t *prompt,
+                            uint32_t *output);
 
 /* ---------------------------------------------------------------- plots (bench_plot.c) */
 

@@ -36,7 +36,7 @@ typedef struct rgb {
 } rgb;
 
 static const rgb palette[BENCH_PLOT_MAX_SERIES] = {
-    {31, 119, 180}, {214, 39, 40}, {44, 160, 44},  {255, 127, 14},
+    {31, 119, 180},  {214, 39, 40}, {44, 160, 44},   {255, 127, 14},
     {148, 103, 189}, {140, 86, 75}, {227, 119, 194}, {23, 190, 207},
 };
 static const rgb black = {0, 0, 0}, grid_grey = {225, 225, 225}, white = {255, 255, 255};
@@ -59,8 +59,8 @@ static void line(canvas *c, int x0, int y0, int x1, int y1, int thick, rgb col) 
     int dy = -abs(y1 - y0), sy = y0 < y1 ? 1 : -1;
     int err = dx + dy;
     for (int guard = 0; guard < 100000; guard++) {
-        fill_rect(c, x0 - thick / 2, y0 - thick / 2, x0 - thick / 2 + thick,
-                  y0 - thick / 2 + thick, col);
+        fill_rect(c, x0 - thick / 2, y0 - thick / 2, x0 - thick / 2 + thick, y0 - thick / 2 + thick,
+                  col);
         if (x0 == x1 && y0 == y1) break;
         int e2 = 2 * err;
         if (e2 >= dy) err += dy, x0 += sx;
@@ -77,8 +77,8 @@ static void text(canvas *c, int x, int y, const char *s, int scale, rgb col) {
     for (int q = 0; q < quads; q++) {
         const float *v0 = (const float *)(vbuf + (size_t)q * 64);      /* vertex 0 */
         const float *v2 = (const float *)(vbuf + (size_t)q * 64 + 32); /* vertex 2 */
-        fill_rect(c, x + (int)(v0[0] * scale), y + (int)(v0[1] * scale),
-                  x + (int)(v2[0] * scale), y + (int)(v2[1] * scale), col);
+        fill_rect(c, x + (int)(v0[0] * scale), y + (int)(v0[1] * scale), x + (int)(v2[0] * scale),
+                  y + (int)(v2[1] * scale), col);
     }
 }
 
@@ -116,10 +116,14 @@ static double nice_step(double range, int target_ticks) {
 
 static void format_tick(char *buf, size_t n, double v) {
     double a = fabs(v);
-    if (a == 0) snprintf(buf, n, "0");
-    else if (a >= 1e6) snprintf(buf, n, "%.3gM", v / 1e6);
-    else if (a >= 1e4) snprintf(buf, n, "%.3gk", v / 1e3);
-    else snprintf(buf, n, "%.4g", v);
+    if (a == 0)
+        snprintf(buf, n, "0");
+    else if (a >= 1e6)
+        snprintf(buf, n, "%.3gM", v / 1e6);
+    else if (a >= 1e4)
+        snprintf(buf, n, "%.3gk", v / 1e3);
+    else
+        snprintf(buf, n, "%.4g", v);
 }
 
 typedef struct axis {

@@ -86,9 +86,12 @@ bool bench_json_close(bench_json *j) {
 static void json_string(FILE *f, const char *s) {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
     }
     fputc('"', f);
 }
@@ -132,8 +135,10 @@ void bench_json_end_array(bench_json *j) {
 void bench_json_num(bench_json *j, const char *key, double v) {
     if (!j->f) return;
     json_key(j, key);
-    if (isfinite(v)) fprintf(j->f, "%.9g", v);
-    else fputs("null", j->f);
+    if (isfinite(v))
+        fprintf(j->f, "%.9g", v);
+    else
+        fputs("null", j->f);
 }
 
 void bench_json_int(bench_json *j, const char *key, long long v) {
@@ -161,8 +166,7 @@ bool bench_parse_u64(const char *cmd, const char *opt, const char *s, uint64_t *
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     if (!*s || *end || errno || *s == '-') {
-        fprintf(stderr, "vkllm bench %s: %s needs a non-negative integer, got '%s'\n", cmd, opt,
-                s);
+        fprintf(stderr, "vkllm bench %s: %s needs a non-negative integer, got '%s'\n", cmd, opt, s);
         return false;
     }
     *out = v;
@@ -200,14 +204,17 @@ bool bench_parse_bytes(const char *cmd, const char *opt, const char *s, uint64_t
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     uint64_t mult = 1;
-    if (*end == 'K' || *end == 'k') mult = 1ull << 10, end++;
-    else if (*end == 'M' || *end == 'm') mult = 1ull << 20, end++;
-    else if (*end == 'G' || *end == 'g') mult = 1ull << 30, end++;
+    if (*end == 'K' || *end == 'k')
+        mult = 1ull << 10, end++;
+    else if (*end == 'M' || *end == 'm')
+        mult = 1ull << 20, end++;
+    else if (*end == 'G' || *end == 'g')
+        mult = 1ull << 30, end++;
     if (*end == 'i') end++;
     if (*end == 'B') end++;
     if (!*s || *s == '-' || *end || errno || v > UINT64_MAX / mult) {
-        fprintf(stderr, "vkllm bench %s: %s needs a byte size such as 512M or 2G, got '%s'\n",
-                cmd, opt, s);
+        fprintf(stderr, "vkllm bench %s: %s needs a byte size such as 512M or 2G, got '%s'\n", cmd,
+                opt, s);
         return false;
     }
     *out = v * mult;
@@ -235,8 +242,8 @@ bool bench_parse_u32_list(const char *cmd, const char *opt, const char *s, uint3
     return true;
 }
 
-bool bench_parse_f64_list(const char *cmd, const char *opt, const char *s, double *out,
-                          size_t max, size_t *n) {
+bool bench_parse_f64_list(const char *cmd, const char *opt, const char *s, double *out, size_t max,
+                          size_t *n) {
     char buf[512];
     snprintf(buf, sizeof buf, "%s", s);
     *n = 0;
@@ -278,8 +285,8 @@ uint64_t bench_kv_block_bytes(const model_config *cfg, uint32_t block_size) {
            ((uint64_t)cfg->head_dim + cfg->head_dim_v) * 2;
 }
 
-bool bench_model_open(const char *cmd, const char *path, const char *device,
-                      exec_options *options, uint64_t kv_bytes, bench_model *m) {
+bool bench_model_open(const char *cmd, const char *path, const char *device, exec_options *options,
+                      uint64_t kv_bytes, bench_model *m) {
     memset(m, 0, sizeof *m);
     double t0 = bench_now();
     vkllm_status st = gguf_open(path, &m->gguf);
@@ -295,8 +302,8 @@ bool bench_model_open(const char *cmd, const char *path, const char *device,
         uint64_t blocks = kv_bytes / m->kv_bytes_per_block;
         if (blocks == 0 || blocks > 0x7fffffffu) {
             fprintf(stderr,
-                    "vkllm bench %s: --kv-memory %llu bytes gives %llu blocks of %llu bytes\n",
-                    cmd, (unsigned long long)kv_bytes, (unsigned long long)blocks,
+                    "vkllm bench %s: --kv-memory %llu bytes gives %llu blocks of %llu bytes\n", cmd,
+                    (unsigned long long)kv_bytes, (unsigned long long)blocks,
                     (unsigned long long)m->kv_bytes_per_block);
             bench_model_close(m);
             return false;
@@ -305,8 +312,8 @@ bool bench_model_open(const char *cmd, const char *path, const char *device,
     }
     gpu_context_options go = {.device = device};
     st = gpu_context_create(&go, &m->gpu);
-    if (st == VKLLM_OK) st = exec_model_create(m->gpu, m->gguf, &m->cfg, &m->weights, options,
-                                               &m->exec);
+    if (st == VKLLM_OK)
+        st = exec_model_create(m->gpu, m->gguf, &m->cfg, &m->weights, options, &m->exec);
     if (st != VKLLM_OK) {
         fprintf(stderr, "vkllm bench %s: %s\n", cmd, vkllm_last_error());
         bench_model_close(m);

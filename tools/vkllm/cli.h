@@ -11,5 +11,9 @@ typedef struct cli_command {
 
 int cmd_devices(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -7,6 +7,10 @@
 static const cli_command commands[] = {
     {"devices", "list Vulkan devices and their features", cmd_devices},
     {"synth", "write a synthetic GGUF model with seeded random weights", cmd_synth},
+    {"run", "generate a completion of a prompt, streamed, with prefill/decode speeds", cmd_run},
+    {"chat", "talk with a model through its chat template", cmd_chat},
+    {"bench", "benchmarks: kernels, latency, throughput, serve (docs/benchmarks.md)", cmd_bench},
+    {"serve", "OpenAI-compatible HTTP server with a chat page", cmd_serve},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
