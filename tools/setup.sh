@@ -12,7 +12,7 @@ mode=${1:-run}
 packages=(build-essential cmake ninja-build pkg-config git python3 python3-pip clang
   libclang-rt-dev libvulkan-dev libvulkan-volk-dev glslang-tools mesa-vulkan-drivers
   vulkan-validationlayers vulkan-tools libcriterion-dev libstb-dev libmicrohttpd-dev
-  libjansson-dev libpcre2-dev)
+  libjansson-dev libpcre2-dev chromium)
 
 install_missing() {
   local missing=()
@@ -45,6 +45,7 @@ case "$mode" in
     tools/fetch_model.sh
     build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
     ctest --test-dir build --output-on-failure -j2
+    tools/run_integration.sh build
     build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVKLLM_SANITIZE=ON
     ctest --test-dir build-asan --output-on-failure -j2
     if [ -f tests/fuzz/CMakeLists.txt ]; then
