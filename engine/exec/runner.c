@@ -68,8 +68,9 @@ static gpu_binding bind_rows(const gpu_buffer *buffer, uint64_t row_bytes, uint3
 
 static vkllm_status upload_tensor(exec_model *m, const gguf_tensor *t, exec_tensor *out) {
     if (!t) return VKLLM_OK;
-    /* The weight kernels read whole 32-bit words, so the buffer ends on a word. */
-    uint64_t size = (t->n_bytes + 3) & ~(uint64_t)3;
+    /* The weight kernels read whole words, and the fast matvec whole 16-byte chunks,
+     * so the buffer extends to the tensor's end rounded up to 16 bytes. */
+    uint64_t size = (t->n_bytes + 15) & ~(uint64_t)15;
     vkllm_status s = gpu_buffer_create(m->ctx, size, GPU_MEMORY_DEVICE, &out->buffer);
     if (s != VKLLM_OK)
         return vkl_fail_wrap(s, "uploading tensor '%.*s' (%llu bytes): ", (int)t->name.len,
