@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 /* "0.1.0" */
-const char *vkllm_version(void);
+VKLLM_API const char *vkllm_version(void);
 
 /* ---------------------------------------------------------------- engine */
 
@@ -70,14 +70,14 @@ typedef struct vkllm_engine_options {
     void *progress_user;
 } vkllm_engine_options;
 
-void vkllm_engine_options_default(vkllm_engine_options *options);
+VKLLM_API void vkllm_engine_options_default(vkllm_engine_options *options);
 
 /* Loads the model and starts the engine thread. */
-vkllm_status vkllm_engine_create(const char *model_path, const vkllm_engine_options *options,
-                                 vkllm_engine **out);
+VKLLM_API vkllm_status vkllm_engine_create(const char *model_path,
+                                           const vkllm_engine_options *options, vkllm_engine **out);
 /* Cancels every request (their callbacks get VKLLM_FINISH_CANCELLED), stops the
  * thread and frees everything. */
-void vkllm_engine_destroy(vkllm_engine *engine);
+VKLLM_API void vkllm_engine_destroy(vkllm_engine *engine);
 
 typedef struct vkllm_model_info {
     char name[128];         /* general.name or the file name */
@@ -88,7 +88,7 @@ typedef struct vkllm_model_info {
     uint32_t kv_blocks, block_size;
     char chat_template[16]; /* the chat format in use: "gemma", "llama3", "chatml", ... */
 } vkllm_model_info;
-vkllm_status vkllm_engine_model_info(vkllm_engine *engine, vkllm_model_info *out);
+VKLLM_API vkllm_status vkllm_engine_model_info(vkllm_engine *engine, vkllm_model_info *out);
 
 /* ---------------------------------------------------------------- requests */
 
@@ -165,7 +165,7 @@ typedef struct vkllm_request_params {
     uint64_t cache_salt;  /* prefix-cache isolation key (0: shared) */
 } vkllm_request_params;
 
-void vkllm_request_params_default(vkllm_request_params *params);
+VKLLM_API void vkllm_request_params_default(vkllm_request_params *params);
 
 /* Queues a request. VKLLM_ERR_BUSY: max_waiting requests already wait; VKLLM_ERR_TOO_LONG:
  * the prompt can never fit (longer than max_context, or more blocks than the KV cache
@@ -176,12 +176,12 @@ void vkllm_request_params_default(vkllm_request_params *params);
  * with the chat template and a generation prompt. Everything params points to is copied
  * before submit returns. An accepted request always ends with exactly one last event per
  * sample (finish != VKLLM_FINISH_NONE). */
-vkllm_status vkllm_submit(vkllm_engine *engine, const vkllm_request_params *params,
-                          vkllm_request_id *id);
+VKLLM_API vkllm_status vkllm_submit(vkllm_engine *engine, const vkllm_request_params *params,
+                                    vkllm_request_id *id);
 
 /* Cancels a request at any time; its KV blocks are freed at once (before the next
  * step). VKLLM_ERR_NOT_FOUND if it has already finished and been collected. */
-vkllm_status vkllm_cancel(vkllm_engine *engine, vkllm_request_id id);
+VKLLM_API vkllm_status vkllm_cancel(vkllm_engine *engine, vkllm_request_id id);
 
 /* The state of a request so far: all text produced (sample 0), token counts and the
  * finish reason. `text` is malloc'ed (caller frees) when text != NULL. */
@@ -194,29 +194,33 @@ typedef struct vkllm_request_result {
 } vkllm_request_result;
 
 /* Non-blocking: the current state. */
-vkllm_status vkllm_poll(vkllm_engine *engine, vkllm_request_id id, vkllm_request_result *out);
+VKLLM_API vkllm_status vkllm_poll(vkllm_engine *engine, vkllm_request_id id,
+                                  vkllm_request_result *out);
 /* Blocks until the request finishes; then forgets it (a later poll is NOT_FOUND).
  * out may be NULL. When it returns, no callback of this request runs or will run.
  * Finished requests are kept for poll/wait until collected, but at most the 1024 most
  * recently finished uncollected ones: callers that only use callbacks need not wait. */
-vkllm_status vkllm_wait(vkllm_engine *engine, vkllm_request_id id, vkllm_request_result *out);
-void vkllm_request_result_free(vkllm_request_result *result);
+VKLLM_API vkllm_status vkllm_wait(vkllm_engine *engine, vkllm_request_id id,
+                                  vkllm_request_result *out);
+VKLLM_API void vkllm_request_result_free(vkllm_request_result *result);
 
 /* ---------------------------------------------------------------- tokenizer */
 
 /* Token ids of `len` bytes of text (malloc'ed, caller frees; NULL when none).
  * add_special: BOS/EOS as the model's tokenizer says; parse_special: control tokens
  * written in the text become their ids. */
-vkllm_status vkllm_tokenize(vkllm_engine *engine, const char *text, size_t len, bool add_special,
-                            bool parse_special, int32_t **tokens, size_t *n_tokens);
+VKLLM_API vkllm_status vkllm_tokenize(vkllm_engine *engine, const char *text, size_t len,
+                                      bool add_special, bool parse_special, int32_t **tokens,
+                                      size_t *n_tokens);
 /* Text of token ids (malloc'ed, NUL-terminated, caller frees); special tokens are not
  * rendered. len may be NULL. */
-vkllm_status vkllm_detokenize(vkllm_engine *engine, const int32_t *tokens, size_t n_tokens,
-                              char **text, size_t *len);
+VKLLM_API vkllm_status vkllm_detokenize(vkllm_engine *engine, const int32_t *tokens,
+                                        size_t n_tokens, char **text, size_t *len);
 /* Chat messages rendered with the model's template (malloc'ed, caller frees). */
-vkllm_status vkllm_apply_chat_template(vkllm_engine *engine, const vkllm_chat_message *messages,
-                                       size_t n_messages, bool add_generation_prompt,
-                                       char **text);
+VKLLM_API vkllm_status vkllm_apply_chat_template(vkllm_engine *engine,
+                                                 const vkllm_chat_message *messages,
+                                                 size_t n_messages, bool add_generation_prompt,
+                                                 char **text);
 
 /* ---------------------------------------------------------------- statistics */
 
@@ -239,7 +243,7 @@ typedef struct vkllm_stats {
     double prefill_gpu_time_s, decode_gpu_time_s;
 } vkllm_stats;
 
-vkllm_status vkllm_get_stats(vkllm_engine *engine, vkllm_stats *out);
+VKLLM_API vkllm_status vkllm_get_stats(vkllm_engine *engine, vkllm_stats *out);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,18 @@
 #ifndef VKLLM_STATUS_H
 #define VKLLM_STATUS_H
 
+/* VKLLM_API marks the functions libvkllm.so exports (its linker version script keeps
+ * everything else inside it private); it gives them default visibility so that the API
+ * stays exported in a build with -fvisibility=hidden. Define VKLLM_API before including
+ * this header to override it. */
+#ifndef VKLLM_API
+#if defined(__GNUC__) || defined(__clang__)
+#define VKLLM_API __attribute__((visibility("default")))
+#else
+#define VKLLM_API
+#endif
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -29,10 +41,10 @@ typedef enum vkllm_status {
 } vkllm_status;
 
 /* Short constant name of a status code, e.g. "VKLLM_ERR_FORMAT". */
-const char *vkllm_status_name(vkllm_status status);
+VKLLM_API const char *vkllm_status_name(vkllm_status status);
 
 /* The message of the most recent failure on the calling thread ("" if none). */
-const char *vkllm_last_error(void);
+VKLLM_API const char *vkllm_last_error(void);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,8 @@
 // X: f32, element (t, c) at x_offset + t*x_stride + c (vec4 reads: x_offset, x_stride
 // and cols are multiples of 4).
 // Y: f32, element (t, r) at y_offset + t*y_stride + r. Bias (HAS_BIAS = 1): f32,
-// bias[bias_offset + r] is added to every token's output r.
+// bias[bias_offset + r] is added to every token's output r. ACCUMULATE = 1: the result
+// is added to Y (y += W x + bias), each element read and written by one invocation.
 //
 // One workgroup computes NUM_ROWS consecutive rows for all NUM_COLS tokens in one
 // pass over those rows' weights: each invocation walks groups of 8 elements
@@ -52,10 +53,11 @@ layout(constant_id = 1) const uint NUM_ROWS = 2;     // rows per workgroup
 layout(constant_id = 2) const uint NUM_COLS = 1;     // tokens (1..8)
 layout(constant_id = 3) const uint SUBGROUP_MIN = 8; // smallest subgroup size the driver may use
 layout(constant_id = 4) const uint HAS_BIAS = 0;
+layout(constant_id = 5) const uint ACCUMULATE = 0; // 1: y += result (residual joins)
 
 layout(std430, binding = 0) readonly buffer Weights { uint wq[]; };
 layout(std430, binding = 1) readonly buffer Activations { vec4 x4[]; };
-layout(std430, binding = 2) writeonly buffer Outputs { float y[]; };
+layout(std430, binding = 2) buffer Outputs { float y[]; }; // read too with ACCUMULATE
 layout(std430, binding = 3) readonly buffer Biases { float bias[]; };
 
 layout(push_constant) uniform Push {
@@ -126,7 +128,8 @@ void main() {
         uint r = i / NUM_COLS, t = i % NUM_COLS;
         if (row0 + r < pc.rows) {
             if (HAS_BIAS != 0u) s += bias[pc.bias_offset + row0 + r];
-            y[pc.y_offset + t * pc.y_stride + row0 + r] = s;
+            uint yi = pc.y_offset + t * pc.y_stride + row0 + r;
+            y[yi] = ACCUMULATE != 0u ? y[yi] + s : s;
         }
     }
 #else
@@ -143,7 +146,8 @@ void main() {
         if (row0 + r < pc.rows) {
             float s = partial[i * WG_SIZE];
             if (HAS_BIAS != 0u) s += bias[pc.bias_offset + row0 + r];
-            y[pc.y_offset + t * pc.y_stride + row0 + r] = s;
+            uint yi = pc.y_offset + t * pc.y_stride + row0 + r;
+            y[yi] = ACCUMULATE != 0u ? y[yi] + s : s;
         }
     }
 #endif

@@ -1,7 +1,7 @@
 // matvec_fast.comp: Y = X·Wᵀ for 1 to 8 tokens, built for memory bandwidth (decode).
 //
-// Same operation, operands and push-constant meaning as matvec.comp, plus
-// pc.chunk_blocks. Needs subgroup arithmetic (the launcher falls back to matvec.comp
+// Same operation, operands, push-constant meaning and ACCUMULATE epilogue as
+// matvec.comp, plus pc.chunk_blocks. Needs subgroup arithmetic (the launcher falls back to matvec.comp
 // otherwise). Design (docs/kernels-matmul.md, "matvec_fast"):
 //   - each subgroup owns NUM_ROWS rows at a time (x is read once for all of them) and
 //     reduces them itself with subgroupAdd: no shared-memory tree, no workgroup barrier;
@@ -48,10 +48,11 @@ layout(constant_id = 2) const uint NUM_COLS = 1;    // tokens (1..8)
 layout(constant_id = 3) const uint LOADS = 4;       // uvec4 loads per lane per row and chunk
 layout(constant_id = 4) const uint HAS_BIAS = 0;
 layout(constant_id = 5) const uint ROWS_PER_WG = 8; // rows per workgroup
+layout(constant_id = 6) const uint ACCUMULATE = 0; // 1: y += result (residual joins)
 
 layout(std430, binding = 0) readonly buffer Weights { uvec4 wq4[]; };
 layout(std430, binding = 1) readonly buffer Activations { vec4 x4[]; };
-layout(std430, binding = 2) writeonly buffer Outputs { float y[]; };
+layout(std430, binding = 2) buffer Outputs { float y[]; }; // read too with ACCUMULATE
 layout(std430, binding = 3) readonly buffer Biases { float bias[]; };
 
 layout(push_constant) uniform Push {
@@ -279,7 +280,8 @@ void main() {
                 float s = subgroupAdd(acc[r * NUM_COLS + t]);
                 if (lane == 0u && row0 + r < pc.rows) {
                     if (HAS_BIAS != 0u) s += bias[pc.bias_offset + row0 + r];
-                    y[pc.y_offset + t * pc.y_stride + row0 + r] = s;
+                    uint yi = pc.y_offset + t * pc.y_stride + row0 + r;
+            y[yi] = ACCUMULATE != 0u ? y[yi] + s : s;
                 }
             }
     }

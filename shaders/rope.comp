@@ -1,6 +1,11 @@
 #version 450
 /* rope.comp: rotary position embedding of [n_tokens][n_heads][head_dim] f32.
  *
+ * Head h of token t starts at float x_offset + t * x_stride + h * head_dim of x (and
+ * out_offset + t * out_stride + h * head_dim of out), so Q and K can be rotated in
+ * place inside a fused QKV activation (one dispatch for both when the K heads follow
+ * the Q heads in each row). Contiguous tensors: stride n_heads * head_dim, offset 0.
+ *
  * For token t at position p = pos[t] and pair i < n_rot/2 (docs/gguf-and-models.md §4.4):
  *   theta = p * freq_scale * freq_base^(-2i/n_rot) / ff_i,  ff_i = freq_factors[i] or 1
  *   (a, b) -> (a cos(theta) - b sin(theta), a sin(theta) + b cos(theta))
@@ -44,6 +49,10 @@ layout(push_constant) uniform PushConstants {
     uint n_rot;
     float log2_base_step;
     float freq_scale;
+    uint x_stride;   /* floats between tokens of x */
+    uint x_offset;   /* float of (token 0, head 0) in x */
+    uint out_stride; /* floats between tokens of out */
+    uint out_offset; /* float of (token 0, head 0) in out */
 } pc;
 
 /* 2pi = C1 + C2 + C3 to about 2^-42; C1 = 6.28125, C2 = 0.00193023681640625 exactly. */
@@ -60,14 +69,16 @@ void main() {
     for (uint idx = gl_GlobalInvocationID.x; idx < total; idx += step) {
         uint head_row = idx / pairs_per_head; /* token * n_heads + head */
         uint j = idx - head_row * pairs_per_head;
-        uint base = head_row * pc.head_dim;
+        uint token = head_row / pc.n_heads;
+        uint head_dims = (head_row - token * pc.n_heads) * pc.head_dim;
+        uint base = pc.x_offset + token * pc.x_stride + head_dims;
+        uint obase = pc.out_offset + token * pc.out_stride + head_dims;
         if (j >= rot_pairs) {
             uint d = pc.n_rot + 2 * (j - rot_pairs);
-            out_values[base + d] = x[base + d];
-            out_values[base + d + 1] = x[base + d + 1];
+            out_values[obase + d] = x[base + d];
+            out_values[obase + d + 1] = x[base + d + 1];
             continue;
         }
-        uint token = head_row / pc.n_heads;
         float theta = float(pos[token]) * (pc.freq_scale * exp2(float(j) * pc.log2_base_step));
 #ifdef HAS_FREQ_FACTORS
         theta /= freq_factors[j];
@@ -75,13 +86,13 @@ void main() {
         precise float turns = round(theta * INV_TWO_PI);
         precise float reduced = ((theta - turns * TWO_PI_C1) - turns * TWO_PI_C2) - turns * TWO_PI_C3;
 #ifdef ROPE_NEOX
-        uint ia = base + j, ib = base + j + rot_pairs;
+        uint ia = j, ib = j + rot_pairs;
 #else
-        uint ia = base + 2 * j, ib = base + 2 * j + 1;
+        uint ia = 2 * j, ib = 2 * j + 1;
 #endif
-        float a = x[ia], b = x[ib];
+        float a = x[base + ia], b = x[base + ib];
         float c = cos(reduced), s = sin(reduced);
-        out_values[ia] = a * c - b * s;
-        out_values[ib] = a * s + b * c;
+        out_values[obase + ia] = a * c - b * s;
+        out_values[obase + ib] = a * s + b * c;
     }
 }

@@ -7,7 +7,11 @@
  * cache whose block table is a random permutation of the pool, so blocks are scattered
  * and out of order; contexts end mid-block. A mixed step (decode tokens of some
  * sequences with a prefill chunk of another) must give each sequence the logits it
- * gets alone. */
+ * gets alone.
+ * Weight fusion (runner.c): the default runs stack wq|wk|wv and gate|up into one product
+ * each; the `unfused` cases force the separate products (each writing its columns of
+ * the fused activation) and Q4_K_M has layers where attn_v's type differs from wq/wk,
+ * so one model runs both paths. */
 // links: exec ref model gpu common
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -34,8 +38,8 @@ typedef struct fixture {
     uint32_t block_size, num_blocks;
 } fixture;
 
-static void fixture_open(fixture *f, model_arch arch, synth_quant quant, uint32_t block_size,
-                         uint32_t max_tokens) {
+static void fixture_open_ex(fixture *f, model_arch arch, synth_quant quant, uint32_t block_size,
+                            uint32_t max_tokens, bool no_weight_fusion) {
     memset(f, 0, sizeof *f);
     synth_params p;
     synth_params_default(arch, &p);
@@ -54,9 +58,15 @@ static void fixture_open(fixture *f, model_arch arch, synth_quant quant, uint32_
                       .num_blocks = f->num_blocks,
                       .max_tokens = max_tokens,
                       .max_seqs = 8,
-                      .max_context = 512};
+                      .max_context = 512,
+                      .no_weight_fusion = no_weight_fusion};
     cr_assert(exec_model_create(test_gpu(), f->gguf, &f->cfg, &f->weights, &o, &f->gpu) == VKLLM_OK,
               "%s", vkllm_last_error());
+}
+
+static void fixture_open(fixture *f, model_arch arch, synth_quant quant, uint32_t block_size,
+                         uint32_t max_tokens) {
+    fixture_open_ex(f, arch, quant, block_size, max_tokens, false);
 }
 
 static void fixture_close(fixture *f) {
@@ -185,14 +195,18 @@ static void check_sequence(fixture *f, uint32_t n_prompt, uint32_t chunk, uint32
     free(gpu_logits);
 }
 
-static void check_arch(model_arch arch, synth_quant quant, uint32_t block_size) {
+static void check_arch_ex(model_arch arch, synth_quant quant, uint32_t block_size, bool unfused) {
     fixture f;
-    fixture_open(&f, arch, quant, block_size, 512);
+    fixture_open_ex(&f, arch, quant, block_size, 512, unfused);
     check_sequence(&f, 1, 512, 8, 11);
     check_sequence(&f, 17, 512, 64, 12);
     check_sequence(&f, 300, 512, 8, 13);
     check_sequence(&f, 300, 128, 4, 14); /* chunked prefill over earlier paged chunks */
     fixture_close(&f);
+}
+
+static void check_arch(model_arch arch, synth_quant quant, uint32_t block_size) {
+    check_arch_ex(arch, quant, block_size, false);
 }
 
 Test(exec_forward, llama) {
@@ -206,6 +220,62 @@ Test(exec_forward, qwen3) {
 }
 Test(exec_forward, gemma3) {
     check_arch(MODEL_ARCH_GEMMA3, SYNTH_Q4_0, 32);
+}
+
+/* Separate weight products (the path taken when the parts' types differ). */
+Test(exec_forward, llama_unfused) {
+    check_arch_ex(MODEL_ARCH_LLAMA, SYNTH_F32, 16, true);
+}
+Test(exec_forward, qwen2_unfused) { /* Q/K/V biases */
+    check_arch_ex(MODEL_ARCH_QWEN2, SYNTH_F16, 16, true);
+}
+Test(exec_forward, qwen3_unfused) { /* Q/K norms */
+    check_arch_ex(MODEL_ARCH_QWEN3, SYNTH_Q4_0, 8, true);
+}
+Test(exec_forward, gemma3_unfused) {
+    check_arch_ex(MODEL_ARCH_GEMMA3, SYNTH_F32, 16, true);
+}
+
+/* Q4_K_M on this shape: attn_v is Q8_0 (Q6_K's shape fallback) in layer 1 and Q5_0 like
+ * wq/wk in layer 0, so layer 0 runs the stacked QKV product and layer 1 the separate
+ * ones. The test checks that premise through synth_tensor_type. */
+Test(exec_forward, q4_k_m_mixed_types) {
+    synth_params p;
+    synth_params_default(MODEL_ARCH_QWEN2, &p);
+    p.quant = SYNTH_Q4_K_M;
+    cr_assert_eq(synth_tensor_type(&p, "attn_q.weight", 0, p.n_embd),
+                 synth_tensor_type(&p, "attn_v.weight", 0, p.n_embd), "layer 0 should fuse");
+    cr_assert_neq(synth_tensor_type(&p, "attn_q.weight", 1, p.n_embd),
+                  synth_tensor_type(&p, "attn_v.weight", 1, p.n_embd), "layer 1 should not fuse");
+    check_arch(MODEL_ARCH_QWEN2, SYNTH_Q4_K_M, 16);
+    check_arch(MODEL_ARCH_LLAMA, SYNTH_Q4_K_M, 16);
+}
+
+/* Barriers of one decode step, fused vs separate products: the stacked products and the
+ * accumulating epilogue must not add any; printed for docs/perf-notes.md. */
+Test(exec_forward, decode_barriers) {
+    uint32_t barriers[2];
+    for (int unfused = 0; unfused < 2; unfused++) {
+        fixture f;
+        fixture_open_ex(&f, MODEL_ARCH_LLAMA, SYNTH_Q4_0, 16, 64, unfused);
+        int32_t pool[64];
+        shuffled_pool(pool, f.num_blocks, 5);
+        seq s;
+        seq_init(&s, pool, 0, 8);
+        int32_t prompt[5] = {1, 2, 3, 4, 5};
+        float *logits = malloc(f.cfg.n_vocab * 4);
+        gpu_step_one(&f, &s, prompt, 5, logits, NULL);
+        gpu_step_one(&f, &s, prompt, 1, logits, NULL);
+        barriers[unfused] = exec_last_step_barriers(f.gpu);
+        cr_log_info("decode step, %u layers, %s products: %u barriers", f.cfg.n_layer,
+                    unfused ? "separate" : "stacked", barriers[unfused]);
+        free(logits);
+        fixture_close(&f);
+    }
+    cr_assert(barriers[0] > 0);
+    cr_assert_eq(barriers[0], barriers[1],
+                 "separate products of one token write disjoint "
+                 "ranges and should share the barrier");
 }
 
 /* Decode tokens of two sequences and a prefill chunk of a third in one step give each

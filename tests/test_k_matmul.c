@@ -114,8 +114,8 @@ typedef struct mm_case {
 } mm_case;
 
 static const char *kernel_name(k_matmul_kernel k) {
-    static const char *names[] = {"auto",    "matvec",       "tiled",
-                                  "coopmat", "matvec_basic", "matvec_fast"};
+    static const char *names[] = {"auto",         "matvec",      "tiled",        "coopmat",
+                                  "matvec_basic", "matvec_fast", "coopmat_basic"};
     return names[k];
 }
 
@@ -213,7 +213,8 @@ static void run_case(const mm_case *c) {
     k_matmul_kernel used = c->kernel == K_MATMUL_AUTO
                                ? k_matmul_auto_kernel(gpu_context_features(test_gpu()), nt)
                                : c->kernel;
-    double bound = used == K_MATMUL_COOPMAT && c->bound < COOPMAT_BOUND ? COOPMAT_BOUND : c->bound;
+    bool fp16 = used == K_MATMUL_COOPMAT || used == K_MATMUL_COOPMAT_BASIC;
+    double bound = fp16 && c->bound < COOPMAT_BOUND ? COOPMAT_BOUND : c->bound;
     cr_assert(err <= bound, "%s: relative error %.3g > %.3g", label, err, bound);
 
     test_gpu_free(&wb);
@@ -426,34 +427,152 @@ Test(k_matmul, auto_choice_and_matvec_chunks) {
 
 /* ---------------------------------------------------------------- cooperative matrix */
 
+/* Every cooperative-matrix shape on every type (runs on a GPU with NV cooperative
+ * matrices; on lavapipe it only checks that every variant is embedded):
+ *   - the automatic shapes of matmul_coopmat.comp for < 8192 rows: 9/16 tokens (32x16,
+ *     K split 4), 17/32 (32x32, K split 4), 33/64 (32x64, K split 2), 65-200
+ *     (128x128, 128x64 or 64x64 split 2, by the number of tiles), each on rows that are
+ *     not multiples of the tile (67, 131, 300) and rows of many K steps (37 small blocks
+ *     or 5 super-blocks: 5-37 steps of 32-128 columns; F32/F16 cols not a multiple of 32);
+ *   - shapes forced through VKLLM_MATMUL_TUNE (every shape the chooser uses, the
+ *     >= 8192-row ones included, plus odd ones), with bias, strides and y_col;
+ *   - the first-cut kernel (COOPMAT_BASIC, and COOPMAT under VKLLM_MATMUL=old). */
+static const char *cm_type_name_lower(ggml_type t, char *buf, size_t n) {
+    snprintf(buf, n, "%s", ggml_type_get_info(t).name);
+    for (char *p = buf; *p; p++)
+        *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+    return buf;
+}
+
 Test(k_matmul, coopmat_every_type) {
     const gpu_features *f = gpu_context_features(test_gpu());
     for (size_t i = 0; i < N_TYPES; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "matmul_coopmat_%s", ggml_type_get_info(all_types[i]).name);
-        for (char *p = name; *p; p++)
-            *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+        char tn[16], name[64];
+        cm_type_name_lower(all_types[i], tn, sizeof tn);
+        snprintf(name, sizeof name, "matmul_coopmat_%s", tn);
+        cr_assert(gpu_find_shader(name) != NULL, "shader variant %s is not embedded", name);
+        snprintf(name, sizeof name, "matmul_cm_%s", tn);
         cr_assert(gpu_find_shader(name) != NULL, "shader variant %s is not embedded", name);
     }
     if (!k_matmul_coopmat_available(f))
         cr_skip("device '%s' has no usable VK_NV_cooperative_matrix (the variants compile; "
                 "run this on a GPU that has it)",
                 f->name);
-    static const uint32_t tokens[] = {9, 17, 64, 200};
+    cr_assert(unsetenv("VKLLM_MATMUL") == 0 && unsetenv("VKLLM_MATMUL_TUNE") == 0);
+    static const uint32_t tokens[] = {9, 16, 17, 32, 33, 64, 65, 200};
+    static const uint32_t rows[] = {67, 131, 300};
     for (size_t i = 0; i < N_TYPES; i++)
-        for (size_t j = 0; j < 4; j++) {
+        for (size_t j = 0; j < sizeof tokens / sizeof tokens[0]; j++) {
             ggml_type t = all_types[i];
-            uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 3 : 7;
+            uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 5 : 37;
             mm_case c = {.type = t,
-                         .rows = j & 1 ? 131 : 67,
+                         .rows = rows[(i + j) % 3],
                          .cols = cols_for(t, blocks),
                          .n_tokens = tokens[j],
                          .kernel = K_MATMUL_COOPMAT,
-                         .bias = j == 3,
+                         .bias = j % 3 == 1,
                          .bound = COOPMAT_BOUND,
                          .seed = 4000 + 10 * i + j};
             run_case(&c);
         }
+    /* forced shapes: SG_M,FM,SG_N,FN,SG_K */
+    static const char *tunes[] = {"2,1,1,2,4", "2,1,1,4,4", "2,1,2,4,2", "4,1,2,4,2",
+                                  "4,1,1,2,2", "4,1,1,4,2", "2,4,4,4,1", "2,4,2,4,1",
+                                  "2,2,2,4,2", "1,2,1,1,8", "3,1,1,3,2", "2,2,1,1,1"};
+    static const ggml_type tune_types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K,
+                                           GGML_TYPE_Q8_0, GGML_TYPE_F16};
+    for (size_t k = 0; k < sizeof tunes / sizeof tunes[0]; k++) {
+        cr_assert(setenv("VKLLM_MATMUL_TUNE", tunes[k], 1) == 0);
+        cr_log_info("VKLLM_MATMUL_TUNE=%s", tunes[k]);
+        for (size_t i = 0; i < sizeof tune_types / sizeof tune_types[0]; i++) {
+            ggml_type t = tune_types[i];
+            uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 3 : 21;
+            uint32_t cols = cols_for(t, blocks);
+            mm_case c = {.type = t,
+                         .rows = 157,
+                         .cols = cols,
+                         .n_tokens = 11 + 23 * (uint32_t)((k + i) % 4),
+                         .kernel = K_MATMUL_COOPMAT,
+                         .w_offset = 20,
+                         .x_stride = cols + 4,
+                         .y_stride = 200,
+                         .y_col = 7,
+                         .bias = (k + i) & 1,
+                         .bound = COOPMAT_BOUND,
+                         .seed = 4500 + 10 * k + i};
+            run_case(&c);
+        }
+    }
+    cr_assert(unsetenv("VKLLM_MATMUL_TUNE") == 0);
+    /* the first-cut kernel, by name and through VKLLM_MATMUL=old */
+    for (size_t i = 0; i < N_TYPES; i++) {
+        ggml_type t = all_types[i];
+        uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 3 : 7;
+        mm_case c = {.type = t,
+                     .rows = 131,
+                     .cols = cols_for(t, blocks),
+                     .n_tokens = i & 1 ? 200 : 17,
+                     .kernel = K_MATMUL_COOPMAT_BASIC,
+                     .bias = i % 3 == 0,
+                     .bound = COOPMAT_BOUND,
+                     .seed = 4800 + i};
+        run_case(&c);
+    }
+    cr_assert(setenv("VKLLM_MATMUL", "old", 1) == 0);
+    mm_case c = {.type = GGML_TYPE_Q4_0,
+                 .rows = 67,
+                 .cols = 1024,
+                 .n_tokens = 40,
+                 .kernel = K_MATMUL_COOPMAT,
+                 .bound = COOPMAT_BOUND,
+                 .seed = 4900};
+    run_case(&c);
+    cr_assert(unsetenv("VKLLM_MATMUL") == 0);
+}
+
+/* matmul_coopmat.comp's tiling on any device with shaderFloat16: VKLLM_MATMUL=emulate
+ * runs the same shader with the fragment operations emulated in shared memory, so tile
+ * loads, edge clamping, double buffering, the K-slice reduction and the epilogue are
+ * checked on lavapipe. Shapes (SG_M,FM,SG_N,FN,SG_K): the automatic ones for 9-64
+ * tokens, 4x4 accumulators per subgroup, the 128x64 shape, K split 2/4/8 (shrunk to fit
+ * 32 KiB where needed), odd subgroup counts; types with 18/34/210/144-byte blocks and
+ * F16 with cols not a multiple of 32; weight at offset 20, strides, y_col, bias. */
+Test(k_matmul, coopmat_emulated_shapes) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (!f->fp16_arithmetic) cr_skip("device has no shaderFloat16");
+    static const char *tunes[] = {"",          "2,1,1,2,4", "2,1,1,4,4", "2,1,2,4,2",
+                                  "4,1,1,4,2", "4,1,2,4,2", "1,4,2,4,1", "2,4,2,4,1",
+                                  "2,2,2,4,2", "1,2,1,1,8", "3,1,1,3,2", "2,2,1,1,1"};
+    static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K,
+                                      GGML_TYPE_Q8_0, GGML_TYPE_F16};
+    cr_assert(setenv("VKLLM_MATMUL", "emulate", 1) == 0);
+    for (size_t k = 0; k < sizeof tunes / sizeof tunes[0]; k++) {
+        cr_assert(setenv("VKLLM_MATMUL_TUNE", tunes[k], 1) == 0);
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+            if (k > 0 && (k + i) % 2) continue; /* forced shapes: every other type */
+            ggml_type t = types[i];
+            uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 3 : 21;
+            uint32_t cols = cols_for(t, blocks);
+            bool plain = (k + i) % 3 == 0;
+            mm_case c = {.type = t,
+                         .rows = k == 0 ? 67 + 30 * (uint32_t)i : 157,
+                         .cols = cols,
+                         .n_tokens =
+                             k == 0 ? 9 + 14 * (uint32_t)i : 11 + 23 * (uint32_t)((k + i) % 3),
+                         .kernel = K_MATMUL_COOPMAT,
+                         .w_offset = plain ? 0 : 20,
+                         .x_stride = plain ? 0 : cols + 4,
+                         .y_stride = plain ? 0 : 200,
+                         .y_col = plain ? 0 : 7,
+                         .bias = (k + i) & 1,
+                         .bound = COOPMAT_BOUND,
+                         .seed = 9000 + 10 * k + i};
+            cr_log_info("VKLLM_MATMUL_TUNE='%s'", tunes[k]);
+            run_case(&c);
+        }
+    }
+    cr_assert(unsetenv("VKLLM_MATMUL_TUNE") == 0);
+    cr_assert(unsetenv("VKLLM_MATMUL") == 0);
 }
 
 Test(k_matmul, coopmat_refused_without_the_feature) {

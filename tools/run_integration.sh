@@ -7,7 +7,8 @@
 # Installs the `openai` Python package with pip when missing, and Debian's chromium
 # with apt-get when missing and running as root (without chromium it fails, unless
 # VKLLM_SKIP_BROWSER=1 skips the chat-page test on purpose). Synthesizes the model, starts the shared server (with an API key) on a
-# free port, runs the openai-client tests, the chat-page test and the curl test, then
+# free port, runs the openai-client tests, the chat-page test, the load and malformed-input
+# tests (test_server_load.py) and the curl test, then
 # the tests that start their own servers (busy limit, shutdown); finally stops the
 # shared server with SIGTERM and requires exit status 0. Exit status: 0 when all pass.
 set -eu
@@ -59,7 +60,7 @@ echo "run_integration.sh: server at $VKLLM_TEST_URL"
 
 status=0
 cd "$root/tests/integration"
-python3 -m unittest -v test_openai_api test_chat_page || status=1
+python3 -m unittest -v test_openai_api test_chat_page test_server_load || status=1
 sh ./test_curl.sh || status=1
 
 kill -TERM "$server_pid"

@@ -3,7 +3,8 @@
  * Owns: argument checks, the choice of kernel and of its spec constants from the
  * device's features, and the split of large weights into row ranges whose
  * bindings fit max_storage_buffer_range. Invariants kept for the shaders
- * (dequant.glsl, matvec.comp, matvec_fast.comp, matmul.comp, get_rows.comp):
+ * (dequant.glsl, matvec.comp, matvec_fast.comp, matmul.comp, matmul_coopmat.comp,
+ * get_rows.comp):
  *   - every weight binding starts at a multiple of min_storage_offset_alignment and
  *     ends at the range's last row rounded up to 4 bytes; skew = bytes from the
  *     binding start to the range's row 0 (even, < alignment; a multiple of 4 for
@@ -196,6 +197,10 @@ bool k_matmul_coopmat_available(const gpu_features *f) {
     return false;
 }
 
+bool k_matmul_accumulate_supported(const gpu_features *f, uint32_t n_tokens) {
+    return k_matmul_auto_kernel(f, n_tokens) == K_MATMUL_MATVEC;
+}
+
 k_matmul_kernel k_matmul_auto_kernel(const gpu_features *f, uint32_t n_tokens) {
     if (n_tokens <= MM_MATVEC_MAX_TOKENS) return K_MATMUL_MATVEC;
     return k_matmul_coopmat_available(f) ? K_MATMUL_COOPMAT : K_MATMUL_TILED;
@@ -277,12 +282,12 @@ static vkllm_status mm_run_matvec(gpu_context *ctx, gpu_cmd *cmd, const k_matmul
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += MM_MATVEC_MAX_TOKENS) {
         uint32_t nt = a->n_tokens - t0;
         if (nt > MM_MATVEC_MAX_TOKENS) nt = MM_MATVEC_MAX_TOKENS;
-        gpu_pipeline_desc desc = {
-            .shader = name,
-            .num_bindings = 4,
-            .push_constant_size = sizeof(mm_push),
-            .num_spec_constants = 5,
-            .spec_constants = {wg, MM_MATVEC_ROWS, nt, sg_min, a->bias.buffer != NULL}};
+        gpu_pipeline_desc desc = {.shader = name,
+                                  .num_bindings = 4,
+                                  .push_constant_size = sizeof(mm_push),
+                                  .num_spec_constants = 6,
+                                  .spec_constants = {wg, MM_MATVEC_ROWS, nt, sg_min,
+                                                     a->bias.buffer != NULL, a->accumulate}};
         gpu_pipeline *pipeline;
         VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
         VKL_TRY(mm_dispatch_ranges(ctx, cmd, a, l, pipeline, true, MM_MATVEC_ROWS, 1, t0, nt,
@@ -419,9 +424,10 @@ static vkllm_status mv_run_fast(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
         gpu_pipeline_desc desc = {.shader = name,
                                   .num_bindings = 4,
                                   .push_constant_size = sizeof(mv_push),
-                                  .num_spec_constants = 6,
+                                  .num_spec_constants = 7,
                                   .spec_constants = {c->wg, c->rows, nt, c->loads,
-                                                     a->bias.buffer != NULL, c->rows_per_wg}};
+                                                     a->bias.buffer != NULL, c->rows_per_wg,
+                                                     a->accumulate}};
         gpu_pipeline *pipeline;
         VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
         for (uint32_t r0 = 0; r0 < w->rows; r0 += c->rows_per_range) {
@@ -481,6 +487,109 @@ static vkllm_status mm_run_tiled(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_
                               x_stride, y_stride);
 }
 
+/* ---------------------------------------------------------------- matmul_coopmat.comp
+ * Tile shape (spec constants 0-4, see the shader header): subgroups SG_M x SG_N x SG_K,
+ * accumulators FM x FN of 16x8 per subgroup; BM = SG_M*FM*16 rows, BN = SG_N*FN*8
+ * tokens, K step 32*SG_K. Chosen by n_tokens and rows (docs/perf-notes.md, "coopmat"):
+ *   <= 16 / <= 32 tokens: 32 x BN tiles (BN = 16 / 32), K split over 4 subgroups (8
+ *     subgroups in all): rows/32 workgroups, each streaming its rows of W once for all
+ *     tokens; weights of >= 8192 rows use 64 x BN tiles with K split over 2 (every
+ *     workgroup re-reads all of X: 64-row tiles halve that traffic and still give
+ *     >= 128 workgroups);
+ *   <= 64 tokens: 32 x 64 (64 x 64 for >= 8192 rows), K split over 2;
+ *   more: 128 x 128 (2 x 4 subgroups of 4 x 4 accumulators) when that gives >= 128
+ *     workgroups, else 128 x 64, else 64 x 64 with K split over 2.
+ * VKLLM_MATMUL_TUNE="SG_M,FM,SG_N,FN,SG_K" forces a shape (tests, experiments). A shape
+ * whose shared memory exceeds the device limit halves SG_K, then falls back to the
+ * first-cut kernel. */
+
+#define CM_MIN_TILES 128 /* about the SM count of the GPUs this is tuned for (H100: 132) */
+#define CM_BIG_ROWS 8192
+
+typedef struct cm_shape {
+    uint32_t sg_m, fm, sg_n, fn, sg_k;
+} cm_shape;
+
+static uint32_t cm_bm(cm_shape s) {
+    return s.sg_m * s.fm * 16;
+}
+static uint32_t cm_bn(cm_shape s) {
+    return s.sg_n * s.fn * 8;
+}
+static uint32_t cm_subgroups(cm_shape s) {
+    return s.sg_m * s.sg_n * s.sg_k;
+}
+
+static uint64_t cm_shared_bytes(cm_shape s) {
+    uint64_t ks = 32ull * s.sg_k + 8;
+    return 2ull * (cm_bm(s) + cm_bn(s)) * ks * 2 + 512ull * cm_subgroups(s);
+}
+
+static uint64_t cm_tiles(cm_shape s, uint32_t rows, uint32_t n_tokens) {
+    return (uint64_t)((rows + cm_bm(s) - 1) / cm_bm(s)) * ((n_tokens + cm_bn(s) - 1) / cm_bn(s));
+}
+
+static bool cm_shape_valid(cm_shape s) {
+    /* rows tiles of >= 32 keep gl_WorkGroupID.x within the launcher's row-range cap */
+    return s.sg_m && s.fm && s.sg_n && s.fn && s.sg_k && cm_bm(s) >= 32 && cm_bm(s) <= 512 &&
+           cm_bn(s) <= 512 && s.fm * s.fn <= 32 && cm_subgroups(s) <= 32 && s.sg_k <= 8;
+}
+
+static cm_shape cm_choose_shape(uint32_t rows, uint32_t n_tokens) {
+    const char *tune = getenv("VKLLM_MATMUL_TUNE");
+    if (tune && *tune) {
+        unsigned v[5];
+        if (sscanf(tune, "%u,%u,%u,%u,%u", &v[0], &v[1], &v[2], &v[3], &v[4]) == 5) {
+            cm_shape s = {v[0], v[1], v[2], v[3], v[4]};
+            if (cm_shape_valid(s)) return s;
+        }
+    }
+    bool many_rows = rows >= CM_BIG_ROWS;
+    if (n_tokens <= 16) return many_rows ? (cm_shape){4, 1, 1, 2, 2} : (cm_shape){2, 1, 1, 2, 4};
+    if (n_tokens <= 32) return many_rows ? (cm_shape){4, 1, 1, 4, 2} : (cm_shape){2, 1, 1, 4, 4};
+    if (n_tokens <= 64) return many_rows ? (cm_shape){4, 1, 2, 4, 2} : (cm_shape){2, 1, 2, 4, 2};
+    cm_shape big = {2, 4, 4, 4, 1}, mid = {2, 4, 2, 4, 1}, small = {2, 2, 2, 4, 2};
+    if (cm_tiles(big, rows, n_tokens) >= CM_MIN_TILES) return big;
+    if (cm_tiles(mid, rows, n_tokens) >= CM_MIN_TILES) return mid;
+    return small;
+}
+
+/* The shape matmul_coopmat.comp runs for this product, fitted to the shared memory; false
+ * when none fits (the caller runs the first-cut kernel). */
+static bool cm_configure(const gpu_features *f, uint32_t rows, uint32_t n_tokens, cm_shape *out) {
+    cm_shape s = cm_choose_shape(rows, n_tokens);
+    while (cm_shared_bytes(s) > f->max_shared_memory && s.sg_k > 1)
+        s.sg_k /= 2;
+    if (cm_shared_bytes(s) > f->max_shared_memory) return false;
+    if (32 * cm_subgroups(s) > f->max_workgroup_invocations) return false;
+    *out = s;
+    return true;
+}
+
+static vkllm_status mm_run_coopmat(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
+                                   const mm_layout *l, const cm_shape *s, bool emulate,
+                                   uint32_t x_stride, uint32_t y_stride) {
+    const gpu_features *f = gpu_context_features(ctx);
+    char name[64];
+    snprintf(name, sizeof name, "matmul_cm_%s%s", emulate ? "emu_" : "", l->suffix);
+    gpu_pipeline_desc desc = {.shader = name,
+                              .num_bindings = 4,
+                              .push_constant_size = sizeof(mm_push),
+                              .num_spec_constants = 8,
+                              .spec_constants = {s->sg_m, s->sg_n, s->sg_k, s->fm, s->fn, 0,
+                                                 a->bias.buffer != NULL, 32 * cm_subgroups(*s)},
+                              .required_subgroup_size = emulate || f->subgroup_size == 32 ? 0 : 32};
+    uint32_t bn = cm_bn(*s);
+    if ((a->n_tokens + bn - 1) / bn >
+        (f->max_workgroup_count[1] ? f->max_workgroup_count[1] : 65535))
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "k_matmul: n_tokens %u is too large",
+                        a->n_tokens);
+    gpu_pipeline *pipeline;
+    VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
+    return mm_dispatch_ranges(ctx, cmd, a, l, pipeline, false, cm_bm(*s), bn, 0, a->n_tokens,
+                              x_stride, y_stride);
+}
+
 vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a) {
     static const char op[] = "k_matmul";
     if (!ctx || !cmd || !a) return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: NULL argument", op);
@@ -488,14 +597,28 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
     const k_weight *w = a->w;
     k_matmul_kernel kernel =
         a->kernel == K_MATMUL_AUTO ? k_matmul_auto_kernel(f, a->n_tokens) : a->kernel;
-    if (kernel == K_MATMUL_COOPMAT && !k_matmul_coopmat_available(f))
+    /* VKLLM_MATMUL=emulate: COOPMAT runs matmul_coopmat.comp with emulated fragment
+     * operations (tests of its tiling on devices without cooperative matrices). */
+    const char *mm_env = getenv("VKLLM_MATMUL");
+    bool emulate = kernel == K_MATMUL_COOPMAT && mm_env && !strcasecmp(mm_env, "emulate");
+    if (emulate && !f->fp16_arithmetic)
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "%s: VKLLM_MATMUL=emulate needs shaderFloat16 (device '%s')", op, f->name);
+    if ((kernel == K_MATMUL_COOPMAT || kernel == K_MATMUL_COOPMAT_BASIC) && !emulate &&
+        !k_matmul_coopmat_available(f))
         return vkl_fail(VKLLM_ERR_UNSUPPORTED,
                         "%s: the cooperative-matrix kernel needs VK_NV_cooperative_matrix (16x8x16 "
                         "fp16), shaderFloat16, the Vulkan memory model and subgroup size 32; "
                         "device '%s' lacks them",
                         op, f->name);
-    if (kernel < K_MATMUL_AUTO || kernel > K_MATMUL_MATVEC_FAST)
+    if (kernel < K_MATMUL_AUTO || kernel > K_MATMUL_COOPMAT_BASIC)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: unknown kernel %d", op, (int)kernel);
+    if (a->accumulate && kernel != K_MATMUL_MATVEC && kernel != K_MATMUL_MATVEC_BASIC &&
+        kernel != K_MATMUL_MATVEC_FAST)
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "%s: accumulate (Y += X W^T) is implemented by the matvec kernels only; "
+                        "%u tokens chose kernel %d (tiled or cooperative-matrix)",
+                        op, a->n_tokens, (int)kernel);
     /* the tiled kernels index row tiles (32 or 64 rows) with gl_WorkGroupID.x */
     uint32_t max_x = f->max_workgroup_count[0] ? f->max_workgroup_count[0] : 65535;
     uint32_t max_rows = max_x > UINT32_MAX / 32 ? UINT32_MAX : max_x * 32u;
@@ -534,7 +657,21 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
                             op, f->name, f->subgroup_arithmetic ? "yes" : "no", (int)a->reduce);
         kernel = K_MATMUL_MATVEC_BASIC;
     }
+    cm_shape shape = {0};
+    if (kernel == K_MATMUL_COOPMAT) {
+        bool old = mm_env && !strcasecmp(mm_env, "old");
+        if (!old && !cm_configure(f, w->rows, a->n_tokens, &shape)) {
+            if (emulate)
+                return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                                "%s: no matmul_coopmat shape fits %u bytes of shared memory", op,
+                                f->max_shared_memory);
+            old = true;
+        }
+        if (old) kernel = K_MATMUL_COOPMAT_BASIC;
+    }
     switch (kernel) {
+    case K_MATMUL_COOPMAT:
+        return mm_run_coopmat(ctx, cmd, a, &l, &shape, emulate, x_stride, y_stride);
     case K_MATMUL_MATVEC_FAST:
         return mv_run_fast(ctx, cmd, a, &l, &fast, x_stride, y_stride);
     case K_MATMUL_MATVEC_BASIC:

@@ -56,6 +56,11 @@ typedef enum k_matmul_kernel {
      * MATVEC/AUTO, so benchmarks can compare the two in one build. */
     K_MATMUL_MATVEC_BASIC, /* matvec.comp: 2 rows per workgroup, 8-element groups */
     K_MATMUL_MATVEC_FAST,  /* matvec_fast.comp: rows per subgroup, 16-byte staged loads */
+    /* The first-cut cooperative-matrix kernel (matmul.comp COOPMAT: 64x64 tiles, K step
+     * 32, single-buffered). COOPMAT (and AUTO) run matmul_coopmat.comp, whose tile shape
+     * follows n_tokens and rows; VKLLM_MATMUL=old sends COOPMAT/AUTO to this one, so
+     * benchmarks can compare both in one build. */
+    K_MATMUL_COOPMAT_BASIC,
 } k_matmul_kernel;
 
 typedef struct k_matmul_args {
@@ -67,6 +72,9 @@ typedef struct k_matmul_args {
     uint32_t x_stride;      /* floats between tokens of X; 0 means cols. Multiple of 4, >= cols */
     uint32_t y_stride;      /* floats between tokens of Y; 0 means y_col + rows. >= y_col + rows */
     uint32_t y_col;         /* Y column of row 0 (fused QKV: Q at 0, K at n_q, V at n_q + n_k) */
+    bool accumulate;        /* Y += X·Wᵀ (+ bias) instead of Y =: a residual joins in the
+                               epilogue. Matvec kernels only (k_matmul_accumulate_supported);
+                               Y must not overlap X */
     k_matmul_kernel kernel; /* AUTO in the engine */
     k_reduce_path reduce;   /* MATVEC reduction; AUTO: subgroup when the device has it */
     uint64_t max_binding_bytes; /* 0: the device limit; tests set small values to split W */
@@ -92,6 +100,10 @@ vkllm_status k_get_rows_ex(gpu_context *ctx, gpu_cmd *cmd, const k_weight *w, gp
 
 /* True when the weight kernels handle `type`. */
 bool k_matmul_type_supported(ggml_type type);
+/* True when k_matmul_ex with kernel AUTO can take accumulate = true for n_tokens (the
+ * matvec kernels, n_tokens <= 8; the tiled and cooperative-matrix kernels have no
+ * accumulating epilogue yet and fail with VKLLM_ERR_UNSUPPORTED). */
+bool k_matmul_accumulate_supported(const gpu_features *features, uint32_t n_tokens);
 /* True when the device can run the cooperative-matrix kernel: VK_NV_cooperative_matrix
  * with a 16x8x16 fp16 x fp16 -> fp32 subgroup shape, shaderFloat16, the Vulkan memory
  * model and subgroup size 32. */

@@ -23,6 +23,7 @@
 typedef struct k_pc_rows { /* rms_norm.comp */
     uint32_t rows, n;
     float eps;
+    uint32_t group, x_stride, x_offset, out_stride, out_offset, w_split;
 } k_pc_rows;
 
 typedef struct k_pc_softmax { /* softmax.comp */
@@ -46,6 +47,7 @@ typedef struct k_pc_glu { /* glu.comp */
 typedef struct k_pc_rope { /* rope.comp */
     uint32_t n_tokens, n_heads, head_dim, n_rot;
     float log2_base_step, freq_scale;
+    uint32_t x_stride, x_offset, out_stride, out_offset;
 } k_pc_rope;
 
 /* The largest power of two <= limit (limit >= 1). */
@@ -274,28 +276,74 @@ vkllm_status k_glu_fused(gpu_context *ctx, gpu_cmd *cmd, k_glu_kind kind, gpu_bi
 
 /* ---------------------------------------------------------- row reductions */
 
+/* Checks a strided view of n_tokens rows of `width` floats (stride >= width, 0 = width)
+ * against its binding; *stride gets the effective stride. */
+static vkllm_status check_view(const char *op, const char *arg, gpu_binding b, uint32_t n_tokens,
+                               uint32_t width, uint32_t offset, uint32_t *stride) {
+    if (*stride == 0) *stride = width;
+    if (*stride < width)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "%s: %s stride %u floats is below the row width %u", op, arg, *stride,
+                        width);
+    uint64_t extent = (uint64_t)offset + (uint64_t)(n_tokens - 1) * *stride + width;
+    VKL_TRY(check_elements(op, extent, arg));
+    return check_binding(op, arg, b, extent * 4);
+}
+
+vkllm_status k_rms_norm_ex(gpu_context *ctx, gpu_cmd *cmd, const k_rms_norm_args *a) {
+    const char *op = a->fused_add ? "k_rms_norm_add" : "k_rms_norm";
+    uint32_t heads = a->heads ? a->heads : 1, n = a->n;
+    if (a->n_tokens == 0 || n == 0) return VKLLM_OK;
+    if (!(a->eps >= 0) || !isfinite(a->eps))
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: eps %g must be finite and >= 0", op,
+                        (double)a->eps);
+    uint64_t rows = (uint64_t)a->n_tokens * heads;
+    VKL_TRY(check_elements(op, rows * n, "rows * n"));
+    if (a->w_split >= heads && a->w_split != 0)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: w_split %u must be below heads %u", op,
+                        a->w_split, heads);
+    uint64_t width = (uint64_t)heads * n;
+    if (width > K_OPS_MAX_ELEMENTS)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: heads * n = %llu is too large", op,
+                        (unsigned long long)width);
+    uint32_t x_stride = a->x_stride, out_stride = a->out_stride;
+    VKL_TRY(check_view(op, "x", a->x, a->n_tokens, (uint32_t)width, a->x_offset, &x_stride));
+    VKL_TRY(check_binding(op, "weight", a->weight, (uint64_t)n * (a->w_split ? 2 : 1) * 4));
+    VKL_TRY(check_view(op, a->fused_add ? "residual" : "out", a->out, a->n_tokens, (uint32_t)width,
+                       a->out_offset, &out_stride));
+    bool subgroup = false;
+    VKL_TRY(resolve_path(ctx, op, a->path, &subgroup));
+    static const char *const shaders[2][2] = {{"rms_norm", "rms_norm_sg"},
+                                              {"rms_norm_add", "rms_norm_add_sg"}};
+    gpu_binding bindings[3] = {as_input(a->x), as_input(a->weight), as_output(a->out)};
+    k_pc_rows pc = {.rows = (uint32_t)rows,
+                    .n = n,
+                    .eps = a->eps,
+                    .group = heads,
+                    .x_stride = x_stride,
+                    .x_offset = a->x_offset,
+                    .out_stride = out_stride,
+                    .out_offset = a->out_offset,
+                    .w_split = a->w_split ? a->w_split : UINT32_MAX};
+    uint32_t block = row_block(gpu_context_features(ctx), n);
+    return dispatch_rows(ctx, cmd, shaders[a->fused_add][subgroup], block, bindings, 3, &pc,
+                         sizeof pc, (uint32_t)rows);
+}
+
 vkllm_status k_rms_norm_path(gpu_context *ctx, gpu_cmd *cmd, k_reduce_path path, bool fused_add,
                              gpu_binding x, gpu_binding weight, gpu_binding out, uint32_t rows,
                              uint32_t n, float eps) {
-    const char *op = fused_add ? "k_rms_norm_add" : "k_rms_norm";
-    if (rows == 0 || n == 0) return VKLLM_OK;
-    if (!(eps >= 0) || !isfinite(eps))
-        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: eps %g must be finite and >= 0", op,
-                        (double)eps);
-    VKL_TRY(check_elements(op, (uint64_t)rows * n, "rows * n"));
-    uint64_t bytes = (uint64_t)rows * n * 4;
-    VKL_TRY(check_binding(op, "x", x, bytes));
-    VKL_TRY(check_binding(op, "weight", weight, (uint64_t)n * 4));
-    VKL_TRY(check_binding(op, fused_add ? "residual" : "out", out, bytes));
-    bool subgroup = false;
-    VKL_TRY(resolve_path(ctx, op, path, &subgroup));
-    static const char *const shaders[2][2] = {{"rms_norm", "rms_norm_sg"},
-                                              {"rms_norm_add", "rms_norm_add_sg"}};
-    gpu_binding bindings[3] = {as_input(x), as_input(weight), as_output(out)};
-    k_pc_rows pc = {.rows = rows, .n = n, .eps = eps};
-    uint32_t block = row_block(gpu_context_features(ctx), n);
-    return dispatch_rows(ctx, cmd, shaders[fused_add][subgroup], block, bindings, 3, &pc, sizeof pc,
-                         rows);
+    /* rows of n floats, dense: one "head" per token */
+    k_rms_norm_args a = {.x = x,
+                         .weight = weight,
+                         .out = out,
+                         .n_tokens = rows,
+                         .heads = 1,
+                         .n = n,
+                         .eps = eps,
+                         .fused_add = fused_add,
+                         .path = path};
+    return k_rms_norm_ex(ctx, cmd, &a);
 }
 
 vkllm_status k_rms_norm(gpu_context *ctx, gpu_cmd *cmd, gpu_binding x, gpu_binding weight,
@@ -340,9 +388,26 @@ vkllm_status k_rope(gpu_context *ctx, gpu_cmd *cmd, gpu_binding x, gpu_binding p
                     gpu_binding freq_factors, gpu_binding out, uint32_t n_tokens, uint32_t n_heads,
                     uint32_t head_dim, uint32_t n_rot, float freq_base, float freq_scale,
                     k_rope_mode mode) {
+    k_rope_args a = {.x = x,
+                     .positions = positions,
+                     .freq_factors = freq_factors,
+                     .out = out,
+                     .n_tokens = n_tokens,
+                     .n_heads = n_heads,
+                     .head_dim = head_dim,
+                     .n_rot = n_rot,
+                     .freq_base = freq_base,
+                     .freq_scale = freq_scale,
+                     .mode = mode};
+    return k_rope_ex(ctx, cmd, &a);
+}
+
+vkllm_status k_rope_ex(gpu_context *ctx, gpu_cmd *cmd, const k_rope_args *a) {
+    uint32_t n_tokens = a->n_tokens, n_heads = a->n_heads, head_dim = a->head_dim, n_rot = a->n_rot;
+    float freq_base = a->freq_base, freq_scale = a->freq_scale;
     if (n_tokens == 0 || n_heads == 0) return VKLLM_OK;
-    if (mode != K_ROPE_NORM && mode != K_ROPE_NEOX)
-        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "k_rope: unknown mode %d", (int)mode);
+    if (a->mode != K_ROPE_NORM && a->mode != K_ROPE_NEOX)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "k_rope: unknown mode %d", (int)a->mode);
     if (head_dim == 0 || head_dim % 2 || n_rot == 0 || n_rot % 2 || n_rot > head_dim)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
                         "k_rope: head_dim %u and n_rot %u must be even with 0 < n_rot <= head_dim",
@@ -353,24 +418,31 @@ vkllm_status k_rope(gpu_context *ctx, gpu_cmd *cmd, gpu_binding x, gpu_binding p
                         (double)freq_base, (double)freq_scale);
     uint64_t elements = (uint64_t)n_tokens * n_heads * head_dim;
     VKL_TRY(check_elements("k_rope", elements, "n_tokens * n_heads * head_dim"));
-    VKL_TRY(check_binding("k_rope", "x", x, elements * 4));
-    VKL_TRY(check_binding("k_rope", "positions", positions, (uint64_t)n_tokens * 4));
-    VKL_TRY(check_binding("k_rope", "out", out, elements * 4));
-    bool has_factors = freq_factors.buffer != NULL;
+    uint64_t width = (uint64_t)n_heads * head_dim;
+    uint32_t x_stride = a->x_stride, out_stride = a->out_stride;
+    VKL_TRY(check_view("k_rope", "x", a->x, n_tokens, (uint32_t)width, a->x_offset, &x_stride));
+    VKL_TRY(check_binding("k_rope", "positions", a->positions, (uint64_t)n_tokens * 4));
+    VKL_TRY(
+        check_view("k_rope", "out", a->out, n_tokens, (uint32_t)width, a->out_offset, &out_stride));
+    bool has_factors = a->freq_factors.buffer != NULL;
     if (has_factors)
-        VKL_TRY(check_binding("k_rope", "freq_factors", freq_factors, (uint64_t)n_rot / 2 * 4));
+        VKL_TRY(check_binding("k_rope", "freq_factors", a->freq_factors, (uint64_t)n_rot / 2 * 4));
 
-    gpu_binding bindings[4] = {as_input(x), as_input(positions), as_output(out),
-                               as_input(freq_factors)};
+    gpu_binding bindings[4] = {as_input(a->x), as_input(a->positions), as_output(a->out),
+                               as_input(a->freq_factors)};
     k_pc_rope pc = {.n_tokens = n_tokens,
                     .n_heads = n_heads,
                     .head_dim = head_dim,
                     .n_rot = n_rot,
                     .log2_base_step = (float)(-2.0 * log2((double)freq_base) / (double)n_rot),
-                    .freq_scale = freq_scale};
+                    .freq_scale = freq_scale,
+                    .x_stride = x_stride,
+                    .x_offset = a->x_offset,
+                    .out_stride = out_stride,
+                    .out_offset = a->out_offset};
     static const char *const shaders[2][2] = {{"rope_norm", "rope_norm_ff"},
                                               {"rope_neox", "rope_neox_ff"}};
-    const char *shader = shaders[mode == K_ROPE_NEOX][has_factors];
+    const char *shader = shaders[a->mode == K_ROPE_NEOX][has_factors];
     return dispatch_elements(ctx, cmd, shader, bindings, has_factors ? 4 : 3, &pc, sizeof pc,
                              elements / 2);
 }

@@ -86,6 +86,28 @@ vkllm_status k_rms_norm_add(gpu_context *ctx, gpu_cmd *cmd, gpu_binding x, gpu_b
 vkllm_status k_softmax(gpu_context *ctx, gpu_cmd *cmd, gpu_binding x, gpu_binding out,
                        uint32_t rows, uint32_t n, float scale, float softcap);
 
+/* RMSNorm over a strided view of per-token rows, for per-head Q/K norms read and
+ * written in place inside a fused QKV activation [n_tokens][n_q + n_k + n_v]:
+ * row (t, h) for t < n_tokens, h < heads is the n floats starting at
+ * x_offset + t * x_stride + h * n of x (out_offset + t * out_stride + h * n of out).
+ * Strides in floats, 0 meaning heads * n (dense), else >= heads * n. Offsets in floats
+ * from the binding's start. weight: [n], or with w_split > 0 [2][n]: heads h >= w_split
+ * use row 1 (stacked q_norm | k_norm: Q and K heads of a token in one dispatch).
+ * In place: the same binding, offset and stride for x and out. fused_add: out is the
+ * residual (out += normed), which must not overlap x. */
+typedef struct k_rms_norm_args {
+    gpu_binding x, weight, out;
+    uint32_t n_tokens;
+    uint32_t heads; /* rows per token; 0 means 1 */
+    uint32_t n;     /* floats per row */
+    uint32_t x_stride, x_offset, out_stride, out_offset;
+    uint32_t w_split; /* 0: every head uses weight[0 .. n) */
+    float eps;
+    bool fused_add;
+    k_reduce_path path;
+} k_rms_norm_args;
+vkllm_status k_rms_norm_ex(gpu_context *ctx, gpu_cmd *cmd, const k_rms_norm_args *args);
+
 /* The same with an explicit reduction path (tests run both on one device). */
 vkllm_status k_rms_norm_path(gpu_context *ctx, gpu_cmd *cmd, k_reduce_path path, bool fused_add,
                              gpu_binding x, gpu_binding weight, gpu_binding out, uint32_t rows,
@@ -109,5 +131,20 @@ vkllm_status k_rope(gpu_context *ctx, gpu_cmd *cmd, gpu_binding x, gpu_binding p
                     gpu_binding freq_factors, gpu_binding out, uint32_t n_tokens, uint32_t n_heads,
                     uint32_t head_dim, uint32_t n_rot, float freq_base, float freq_scale,
                     k_rope_mode mode);
+
+/* k_rope over a strided view: head h of token t starts at float
+ * x_offset + t * x_stride + h * head_dim of x (out_offset + t * out_stride + h * head_dim
+ * of out). Strides in floats, 0 meaning n_heads * head_dim, else >= n_heads * head_dim;
+ * offsets in floats from the binding's start. With a fused QKV row (Q heads, then K
+ * heads, then V), n_heads = n_head + n_head_kv, offset 0 and stride n_q + n_k + n_v
+ * rotates Q and K in one dispatch. In place: the same binding, offset and stride. */
+typedef struct k_rope_args {
+    gpu_binding x, positions, freq_factors, out; /* freq_factors.buffer NULL: none */
+    uint32_t n_tokens, n_heads, head_dim, n_rot;
+    uint32_t x_stride, x_offset, out_stride, out_offset;
+    float freq_base, freq_scale;
+    k_rope_mode mode;
+} k_rope_args;
+vkllm_status k_rope_ex(gpu_context *ctx, gpu_cmd *cmd, const k_rope_args *args);
 
 #endif

@@ -3,10 +3,23 @@
  * Layout of the scratch activations (f32, row-major, one row per token of the step):
  *   x [T][n_embd]        the residual stream
  *   h [T][n_embd]        normalized input of a sub-layer
- *   q [T][n_embd_q], k [T][n_embd_k], v [T][n_embd_v]
+ *   qkv [T][n_qkv]       fused Q|K|V, n_qkv = n_embd_q + n_embd_k + n_embd_v: each row
+ *                        holds the n_head Q heads, then the n_head_kv K heads, then V
  *   attn [T][n_head * head_dim_v]
  *   o [T][n_embd]        output of a projection before it joins the residual
- *   gate, up [T][n_ff]; act [T][n_ff] = act(gate) * up
+ *   gu [T][2 * n_ff]     fused gate|up; act [T][n_ff] = act(gate) * up
+ *
+ * Fusion (fewer, larger dispatches; docs/perf-notes.md): at load, wq|wk|wv with one
+ * type and column count are stacked into one weight (rows Q, then K, then V: each
+ * row's bytes are the same, so stacking is a byte concatenation) with stacked biases,
+ * and ffn_gate|ffn_up likewise; one product then writes the fused activation. When
+ * the types differ (Q4_K_M keeps attn_v in Q6_K on some layers) the separate products
+ * write their columns of the same activation (y_col / y_stride), so everything after
+ * the products is the same. The Q/K norms (one stacked q_norm|k_norm weight) and RoPE
+ * run once over the Q and K heads of each row in place; kv_write and attention read
+ * K, V and Q from the fused rows with strides. Decode (<= 8 tokens) projections that
+ * join the residual directly (no post-norm) accumulate into x in the product's
+ * epilogue instead of a separate add.
  *   last [S][n_embd]     the rows whose logits are wanted (S <= max_seqs)
  *   logits [S][n_vocab]
  * Token rows are ordered as in the plan: decode sequences first (one row each),
@@ -36,6 +49,9 @@ typedef struct exec_tensor {
 typedef struct exec_layer {
     exec_tensor attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm;
     exec_tensor ffn_norm, ffn_gate, ffn_up, ffn_down, post_ffw_norm;
+    /* Stacked at load (then the parts above stay absent): wq|wk|wv and bq|bk|bv,
+     * q_norm|k_norm [2][head_dim], ffn_gate|ffn_up. */
+    exec_tensor wqkv, bqkv, qk_norm, ffn_gate_up;
     gpu_buffer k_cache, v_cache;
     gpu_buffer k_host, v_host; /* swap space: num_host_blocks blocks each */
 } exec_layer;
@@ -49,10 +65,12 @@ struct exec_model {
     exec_layer *layers;
     uint32_t max_blocks_per_seq;
 
-    gpu_buffer x, h, q, k, v, attn, o, gate, up, act, last, logits, decode_scratch;
+    uint32_t n_qkv; /* floats per token of qkv */
+    gpu_buffer x, h, qkv, attn, o, gu, act, last, logits, decode_scratch;
     gpu_buffer logits_readback, argmax_out, argmax_readback;
     uint64_t weight_bytes, kv_bytes, scratch_bytes;
     double last_gpu_ms;
+    uint32_t last_barriers;
 };
 
 static gpu_binding bind(const gpu_buffer *buffer) {
@@ -90,9 +108,92 @@ static vkllm_status upload_tensor(exec_model *m, const gguf_tensor *t, exec_tens
     return VKLLM_OK;
 }
 
+/* Uploads parts[0..n) (same type and row length) as one tensor whose rows are the
+ * parts' rows in order: a byte concatenation, since every row has the same bytes. */
+static vkllm_status upload_stacked(exec_model *m, const gguf_tensor *const *parts, size_t n,
+                                   exec_tensor *out) {
+    uint64_t bytes = 0, rows = 0;
+    for (size_t i = 0; i < n; i++) {
+        bytes += parts[i]->n_bytes;
+        rows += parts[i]->n_dims >= 2 ? parts[i]->ne[1] : 1;
+    }
+    uint64_t size = (bytes + 15) & ~(uint64_t)15; /* see upload_tensor */
+    vkllm_status s = gpu_buffer_create(m->ctx, size, GPU_MEMORY_DEVICE, &out->buffer);
+    if (s != VKLLM_OK)
+        return vkl_fail_wrap(
+            s, "uploading tensors '%.*s'.. stacked (%llu bytes): ", (int)parts[0]->name.len,
+            parts[0]->name.ptr, (unsigned long long)bytes);
+    uint64_t offset = 0;
+    for (size_t i = 0; i < n && s == VKLLM_OK; i++) {
+        s = gpu_upload(m->ctx, &out->buffer, offset, parts[i]->data, parts[i]->n_bytes);
+        if (s != VKLLM_OK)
+            s = vkl_fail_wrap(s, "uploading tensor '%.*s' into a stacked buffer: ",
+                              (int)parts[i]->name.len, parts[i]->name.ptr);
+        offset += parts[i]->n_bytes;
+    }
+    if (s != VKLLM_OK) {
+        gpu_buffer_destroy(m->ctx, &out->buffer);
+        return s;
+    }
+    out->present = true;
+    out->weight = (k_weight){.buffer = &out->buffer,
+                             .offset = 0,
+                             .type = parts[0]->type,
+                             .rows = (uint32_t)rows,
+                             .cols = (uint32_t)parts[0]->ne[0]};
+    m->weight_bytes += size;
+    return VKLLM_OK;
+}
+
+/* True when the matrices can be stacked into one weight: all present, 2-D, of one
+ * type and one row length. */
+static bool stackable(const gguf_tensor *const *parts, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!parts[i] || parts[i]->n_dims != 2 || parts[i]->type != parts[0]->type ||
+            parts[i]->ne[0] != parts[0]->ne[0])
+            return false;
+    return true;
+}
+
 static void free_tensor(gpu_context *ctx, exec_tensor *t) {
     if (t->present) gpu_buffer_destroy(ctx, &t->buffer);
     t->present = false;
+}
+
+/* True when `t` (a part of layer l) went into one of l's stacked tensors. */
+static bool fused_part(const exec_layer *l, const exec_tensor *t) {
+    if (l->wqkv.present && (t == &l->wq || t == &l->wk || t == &l->wv)) return true;
+    if (l->bqkv.present && (t == &l->bq || t == &l->bk || t == &l->bv)) return true;
+    if (l->qk_norm.present && (t == &l->q_norm || t == &l->k_norm)) return true;
+    return l->ffn_gate_up.present && (t == &l->ffn_gate || t == &l->ffn_up);
+}
+
+/* Uploads the stacked tensors of one layer (see the file comment). */
+static vkllm_status upload_fused(exec_model *m, const model_layer_weights *lw, exec_layer *l) {
+    const model_config *c = &m->cfg;
+    if (lw->q_norm || lw->k_norm) {
+        /* always stacked: the per-head norm runs once over the Q and K heads */
+        const gguf_tensor *norms[2] = {lw->q_norm, lw->k_norm};
+        for (int i = 0; i < 2; i++)
+            if (!norms[i] || norms[i]->type != GGML_TYPE_F32 ||
+                norms[i]->n_bytes != (uint64_t)c->head_dim * 4)
+                return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                                "layer q/k norms: both attn_q_norm and attn_k_norm must be f32 "
+                                "[%u] (head_dim)",
+                                c->head_dim);
+        VKL_TRY(upload_stacked(m, norms, 2, &l->qk_norm));
+    }
+    if (m->options.no_weight_fusion) return VKLLM_OK;
+    const gguf_tensor *qkv[3] = {lw->wq, lw->wk, lw->wv};
+    const gguf_tensor *bias[3] = {lw->bq, lw->bk, lw->bv};
+    bool biases_all = bias[0] && bias[1] && bias[2], biases_none = !bias[0] && !bias[1] && !bias[2];
+    if (stackable(qkv, 3) && (biases_all || biases_none)) {
+        VKL_TRY(upload_stacked(m, qkv, 3, &l->wqkv));
+        if (biases_all) VKL_TRY(upload_stacked(m, bias, 3, &l->bqkv));
+    }
+    const gguf_tensor *gate_up[2] = {lw->ffn_gate, lw->ffn_up};
+    if (stackable(gate_up, 2)) VKL_TRY(upload_stacked(m, gate_up, 2, &l->ffn_gate_up));
+    return VKLLM_OK;
 }
 
 static vkllm_status upload_weights(exec_model *m, const model_weights *w) {
@@ -103,17 +204,37 @@ static vkllm_status upload_weights(exec_model *m, const model_weights *w) {
     for (uint32_t il = 0; il < m->cfg.n_layer; il++) {
         const model_layer_weights *lw = &w->layers[il];
         exec_layer *l = &m->layers[il];
-        const gguf_tensor *src[] = {lw->attn_norm, lw->wq,       lw->wk,
-                                    lw->wv,        lw->bq,       lw->bk,
-                                    lw->bv,        lw->q_norm,   lw->k_norm,
-                                    lw->wo,        lw->post_attn_norm, lw->ffn_norm,
-                                    lw->ffn_gate,  lw->ffn_up,   lw->ffn_down,
+        const gguf_tensor *src[] = {lw->attn_norm,
+                                    lw->wq,
+                                    lw->wk,
+                                    lw->wv,
+                                    lw->bq,
+                                    lw->bk,
+                                    lw->bv,
+                                    lw->q_norm,
+                                    lw->k_norm,
+                                    lw->wo,
+                                    lw->post_attn_norm,
+                                    lw->ffn_norm,
+                                    lw->ffn_gate,
+                                    lw->ffn_up,
+                                    lw->ffn_down,
                                     lw->post_ffw_norm};
-        exec_tensor *dst[] = {&l->attn_norm, &l->wq,       &l->wk,
-                              &l->wv,        &l->bq,       &l->bk,
-                              &l->bv,        &l->q_norm,   &l->k_norm,
-                              &l->wo,        &l->post_attn_norm, &l->ffn_norm,
-                              &l->ffn_gate,  &l->ffn_up,   &l->ffn_down,
+        exec_tensor *dst[] = {&l->attn_norm,
+                              &l->wq,
+                              &l->wk,
+                              &l->wv,
+                              &l->bq,
+                              &l->bk,
+                              &l->bv,
+                              &l->q_norm,
+                              &l->k_norm,
+                              &l->wo,
+                              &l->post_attn_norm,
+                              &l->ffn_norm,
+                              &l->ffn_gate,
+                              &l->ffn_up,
+                              &l->ffn_down,
                               &l->post_ffw_norm};
         for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
             if (!src[i]) continue;
@@ -122,6 +243,10 @@ static vkllm_status upload_weights(exec_model *m, const model_weights *w) {
                                 "tensor '%.*s' has type %s, which the GPU kernels do not read",
                                 (int)src[i]->name.len, src[i]->name.ptr,
                                 ggml_type_get_info(src[i]->type).name);
+        }
+        VKL_TRY(upload_fused(m, lw, l));
+        for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
+            if (!src[i] || dst[i]->present || fused_part(l, dst[i])) continue;
             VKL_TRY(upload_tensor(m, src[i], dst[i]));
         }
     }
@@ -158,13 +283,10 @@ static vkllm_status create_scratch(exec_model *m) {
     uint64_t T = m->options.max_tokens, S = m->options.max_seqs;
     VKL_TRY(scratch_buffer(m, T * c->n_embd * 4, GPU_MEMORY_DEVICE, &m->x));
     VKL_TRY(scratch_buffer(m, T * c->n_embd * 4, GPU_MEMORY_DEVICE, &m->h));
-    VKL_TRY(scratch_buffer(m, T * c->n_embd_q * 4, GPU_MEMORY_DEVICE, &m->q));
-    VKL_TRY(scratch_buffer(m, T * c->n_embd_k * 4, GPU_MEMORY_DEVICE, &m->k));
-    VKL_TRY(scratch_buffer(m, T * c->n_embd_v * 4, GPU_MEMORY_DEVICE, &m->v));
+    VKL_TRY(scratch_buffer(m, T * m->n_qkv * 4, GPU_MEMORY_DEVICE, &m->qkv));
     VKL_TRY(scratch_buffer(m, T * c->n_head * c->head_dim_v * 4, GPU_MEMORY_DEVICE, &m->attn));
     VKL_TRY(scratch_buffer(m, T * c->n_embd * 4, GPU_MEMORY_DEVICE, &m->o));
-    VKL_TRY(scratch_buffer(m, T * c->n_ff * 4, GPU_MEMORY_DEVICE, &m->gate));
-    VKL_TRY(scratch_buffer(m, T * c->n_ff * 4, GPU_MEMORY_DEVICE, &m->up));
+    VKL_TRY(scratch_buffer(m, T * c->n_ff * 2 * 4, GPU_MEMORY_DEVICE, &m->gu));
     VKL_TRY(scratch_buffer(m, T * c->n_ff * 4, GPU_MEMORY_DEVICE, &m->act));
     VKL_TRY(scratch_buffer(m, S * c->n_embd * 4, GPU_MEMORY_DEVICE, &m->last));
     VKL_TRY(scratch_buffer(m, S * c->n_vocab * 4, GPU_MEMORY_DEVICE, &m->logits));
@@ -214,13 +336,14 @@ static vkllm_status create_kv_cache(exec_model *m) {
     VKL_TRY(k_attn_check_layout(&m->kv));
     uint64_t layer_bytes = k_attn_layer_bytes(&m->kv);
     for (uint32_t il = 0; il < c->n_layer; il++) {
-        vkllm_status s = gpu_buffer_create(m->ctx, layer_bytes, GPU_MEMORY_DEVICE,
-                                           &m->layers[il].k_cache);
+        vkllm_status s =
+            gpu_buffer_create(m->ctx, layer_bytes, GPU_MEMORY_DEVICE, &m->layers[il].k_cache);
         if (s == VKLLM_OK)
             s = gpu_buffer_create(m->ctx, layer_bytes, GPU_MEMORY_DEVICE, &m->layers[il].v_cache);
         if (s != VKLLM_OK)
-            return vkl_fail_wrap(s, "KV cache: layer %u of %u (%u blocks, %llu bytes per layer "
-                                    "for K and as many for V): ",
+            return vkl_fail_wrap(s,
+                                 "KV cache: layer %u of %u (%u blocks, %llu bytes per layer "
+                                 "for K and as many for V): ",
                                  il, c->n_layer, num_blocks, (unsigned long long)layer_bytes);
         m->kv_bytes += 2 * layer_bytes;
         if (m->options.num_host_blocks) {
@@ -249,6 +372,17 @@ vkllm_status exec_model_create(gpu_context *ctx, const gguf_file *file, const mo
     m->cfg = *cfg;
     if (options) m->options = *options;
     fill_default_options(cfg, &m->options);
+    /* The fused row holds whole heads: Q heads then K heads of one head_dim, so RoPE
+     * and the q/k norms run over both in one dispatch. */
+    if (cfg->n_embd_q != cfg->n_head * cfg->head_dim ||
+        cfg->n_embd_k != cfg->n_head_kv * cfg->head_dim) {
+        free(m);
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "exec_model: n_embd_q %u / n_embd_k %u are not n_head %u / n_head_kv %u "
+                        "heads of head_dim %u",
+                        cfg->n_embd_q, cfg->n_embd_k, cfg->n_head, cfg->n_head_kv, cfg->head_dim);
+    }
+    m->n_qkv = cfg->n_embd_q + cfg->n_embd_k + cfg->n_embd_v;
     m->layers = calloc(cfg->n_layer, sizeof *m->layers);
     if (!m->layers) {
         free(m);
@@ -281,28 +415,55 @@ void exec_model_destroy(exec_model *m) {
     free_tensor(ctx, &m->rope_freqs);
     for (uint32_t il = 0; il < m->cfg.n_layer; il++) {
         exec_layer *l = &m->layers[il];
-        exec_tensor *all[] = {&l->attn_norm, &l->wq,       &l->wk,       &l->wv,
-                              &l->bq,        &l->bk,       &l->bv,       &l->q_norm,
-                              &l->k_norm,    &l->wo,       &l->post_attn_norm, &l->ffn_norm,
-                              &l->ffn_gate,  &l->ffn_up,   &l->ffn_down, &l->post_ffw_norm};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free_tensor(ctx, all[i]);
+        exec_tensor *all[] = {&l->attn_norm,
+                              &l->wq,
+                              &l->wk,
+                              &l->wv,
+                              &l->bq,
+                              &l->bk,
+                              &l->bv,
+                              &l->q_norm,
+                              &l->k_norm,
+                              &l->wo,
+                              &l->post_attn_norm,
+                              &l->ffn_norm,
+                              &l->ffn_gate,
+                              &l->ffn_up,
+                              &l->ffn_down,
+                              &l->post_ffw_norm,
+                              &l->wqkv,
+                              &l->bqkv,
+                              &l->qk_norm,
+                              &l->ffn_gate_up};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            free_tensor(ctx, all[i]);
         if (l->k_cache.handle) gpu_buffer_destroy(ctx, &l->k_cache);
         if (l->v_cache.handle) gpu_buffer_destroy(ctx, &l->v_cache);
         if (l->k_host.handle) gpu_buffer_destroy(ctx, &l->k_host);
         if (l->v_host.handle) gpu_buffer_destroy(ctx, &l->v_host);
     }
-    gpu_buffer *scratch[] = {&m->x,      &m->h,     &m->q,
-                             &m->k,      &m->v,     &m->attn,
-                             &m->o,      &m->gate,  &m->up,    &m->act,
-                             &m->last,   &m->logits, &m->decode_scratch,
-                             &m->logits_readback, &m->argmax_out, &m->argmax_readback};
+    gpu_buffer *scratch[] = {&m->x,
+                             &m->h,
+                             &m->qkv,
+                             &m->attn,
+                             &m->o,
+                             &m->gu,
+                             &m->act,
+                             &m->last,
+                             &m->logits,
+                             &m->decode_scratch,
+                             &m->logits_readback,
+                             &m->argmax_out,
+                             &m->argmax_readback};
     for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
         if (scratch[i]->handle) gpu_buffer_destroy(ctx, scratch[i]);
     free(m->layers);
     free(m);
 }
 
-const exec_options *exec_model_options(const exec_model *m) { return &m->options; }
+const exec_options *exec_model_options(const exec_model *m) {
+    return &m->options;
+}
 
 void exec_model_memory(const exec_model *m, uint64_t *weights, uint64_t *kv, uint64_t *scratch) {
     if (weights) *weights = m->weight_bytes;
@@ -310,7 +471,13 @@ void exec_model_memory(const exec_model *m, uint64_t *weights, uint64_t *kv, uin
     if (scratch) *scratch = m->scratch_bytes;
 }
 
-double exec_last_step_gpu_ms(const exec_model *m) { return m->last_gpu_ms; }
+double exec_last_step_gpu_ms(const exec_model *m) {
+    return m->last_gpu_ms;
+}
+
+uint32_t exec_last_step_barriers(const exec_model *m) {
+    return m->last_barriers;
+}
 
 /* ---------------------------------------------------------------- one step */
 
@@ -339,14 +506,15 @@ static vkllm_status ring_tables(exec_model *m, const exec_step_plan *plan, uint3
                                 uint32_t count, gpu_binding *tables, gpu_binding *lens) {
     uint32_t stride = m->max_blocks_per_seq;
     int32_t *t, *l;
-    VKL_TRY(gpu_ring_alloc(m->ctx, (uint64_t)(count ? count : 1) * stride * 4, (void **)&t,
-                           tables));
+    VKL_TRY(
+        gpu_ring_alloc(m->ctx, (uint64_t)(count ? count : 1) * stride * 4, (void **)&t, tables));
     VKL_TRY(gpu_ring_alloc(m->ctx, (uint64_t)(count ? count : 1) * 4, (void **)&l, lens));
     for (uint32_t i = 0; i < count; i++) {
         const exec_seq_plan *seq = &plan->seqs[first + i];
         uint32_t n = seq->n_blocks < stride ? seq->n_blocks : stride;
         memcpy(t + (uint64_t)i * stride, seq->block_table, (uint64_t)n * 4);
-        for (uint32_t b = n; b < stride; b++) t[(uint64_t)i * stride + b] = -1;
+        for (uint32_t b = n; b < stride; b++)
+            t[(uint64_t)i * stride + b] = -1;
         l[i] = (int32_t)seq->context_len;
     }
     return VKLLM_OK;
@@ -358,8 +526,7 @@ static vkllm_status check_plan_fits(const exec_model *m, const exec_step_plan *p
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
                         "step plan: %u tokens in %u sequences exceed the runner's limits (%u "
                         "tokens, %u sequences)",
-                        plan->n_tokens, plan->n_seqs, m->options.max_tokens,
-                        m->options.max_seqs);
+                        plan->n_tokens, plan->n_seqs, m->options.max_tokens, m->options.max_seqs);
     for (uint32_t s = 0; s < plan->n_seqs; s++)
         if (plan->seqs[s].context_len > m->options.max_context)
             return vkl_fail(VKLLM_ERR_TOO_LONG,
@@ -408,18 +575,23 @@ static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
                        .softcap = c->attn_logit_softcap,
                        .window = c->is_sliding[il] ? c->sliding_window : 0};
     k_attn_kv_write_args w = {.n_tokens = n_tokens,
-                              .k_src = bind(&m->k),
-                              .v_src = bind(&m->v),
+                              .k_src = bind(&m->qkv),
+                              .v_src = bind(&m->qkv),
+                              .k_src_offset = c->n_embd_q,
+                              .v_src_offset = c->n_embd_q + c->n_embd_k,
+                              .k_src_stride = m->n_qkv,
+                              .v_src_stride = m->n_qkv,
                               .slots = in->slots,
                               .k_cache = bind(&l->k_cache),
                               .v_cache = bind(&l->v_cache)};
     VKL_TRY(k_attn_kv_write(m->ctx, cmd, &m->kv, &w));
-    uint64_t q_row = (uint64_t)c->n_embd_q * 4, out_row = (uint64_t)c->n_head * c->head_dim_v * 4;
+    uint64_t q_row = (uint64_t)m->n_qkv * 4, out_row = (uint64_t)c->n_head * c->head_dim_v * 4;
     if (in->n_decode) {
         k_attn_decode_args d = {.n_seqs = in->n_decode,
                                 .max_context_len = in->max_decode_ctx,
                                 .partition_size = m->options.partition_size,
-                                .q = bind_rows(&m->q, q_row, 0, in->n_decode),
+                                .q = bind_rows(&m->qkv, q_row, 0, in->n_decode),
+                                .q_stride = m->n_qkv,
                                 .block_tables = in->dec_tables,
                                 .table_stride = m->max_blocks_per_seq,
                                 .context_lens = in->dec_lens,
@@ -433,7 +605,8 @@ static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
         uint32_t first = in->first_prefill_token, count = n_tokens - first;
         k_attn_prefill_args a = {.n_seqs = in->n_prefill,
                                  .max_q_len = in->max_q_len,
-                                 .q = bind_rows(&m->q, q_row, first, count),
+                                 .q = bind_rows(&m->qkv, q_row, first, count),
+                                 .q_stride = m->n_qkv,
                                  .query_start = in->pre_query_start,
                                  .context_lens = in->pre_lens,
                                  .block_tables = in->pre_tables,
@@ -446,28 +619,66 @@ static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
     return VKLLM_OK;
 }
 
-/* x += norm ? rmsnorm(src) * norm : src */
-static vkllm_status add_to_residual(exec_model *m, gpu_cmd *cmd, const gpu_buffer *src,
-                                    const exec_tensor *norm, uint32_t n_tokens) {
+/* y[t][col .. col + w.rows) (= or +=) W x[t] (+ bias) for t < n_tokens, y rows of
+ * y_stride floats (0: w.rows). The binding starts at the aligned offset at or below
+ * column `col` of token 0 and ends at the last element written, so products into
+ * disjoint columns of one buffer for one token (decode) have disjoint ranges and the
+ * automatic barrier tracking lets them run together. */
+static vkllm_status matmul_cols(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
+                                const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
+                                uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
+                                bool accumulate) {
+    uint64_t align = gpu_context_features(m->ctx)->min_storage_offset_alignment;
+    if (align < 4) align = 4;
+    uint32_t rows = w->weight.rows;
+    if (!y_stride) y_stride = rows;
+    uint64_t first = (uint64_t)col * 4, start = first - first % align;
+    uint64_t end = ((uint64_t)(n_tokens ? n_tokens - 1 : 0) * y_stride + col + rows) * 4;
+    k_matmul_args a = {.w = &w->weight,
+                       .x = bind(x),
+                       .y = {.buffer = y, .offset = start, .range = end - start},
+                       .y_stride = y_stride,
+                       .y_col = (uint32_t)((first - start) / 4),
+                       .n_tokens = n_tokens,
+                       .accumulate = accumulate,
+                       .bias = bias && bias->present ? bind(&bias->buffer) : (gpu_binding){0}};
+    return k_matmul_ex(m->ctx, cmd, &a);
+}
+
+static vkllm_status matmul(exec_model *m, gpu_cmd *cmd, const exec_tensor *w, const gpu_buffer *x,
+                           const gpu_buffer *y, const exec_tensor *bias, uint32_t n_tokens) {
+    return matmul_cols(m, cmd, w, x, y, 0, 0, bias, n_tokens, false);
+}
+
+/* x += norm ? rmsnorm(W src) * norm : W src, src = m->attn or m->act. Without a
+ * post-norm and with the matvec kernel (decode), the product accumulates into x in
+ * its epilogue (one dispatch and one barrier fewer); otherwise it goes through o. */
+static vkllm_status project_to_residual(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
+                                        const gpu_buffer *src, const exec_tensor *norm,
+                                        uint32_t n_tokens) {
     const model_config *c = &m->cfg;
+    const gpu_features *f = gpu_context_features(m->ctx);
+    if (!norm->present && k_matmul_accumulate_supported(f, n_tokens))
+        return matmul_cols(m, cmd, w, src, &m->x, 0, 0, NULL, n_tokens, true);
+    VKL_TRY(matmul(m, cmd, w, src, &m->o, NULL, n_tokens));
     uint64_t bytes = (uint64_t)n_tokens * c->n_embd * 4;
     gpu_binding x = {.buffer = &m->x, .range = bytes};
-    gpu_binding s = {.buffer = src, .range = bytes};
+    gpu_binding s = {.buffer = &m->o, .range = bytes};
     if (norm->present)
         return k_rms_norm_add(m->ctx, cmd, s, bind(&norm->buffer), x, n_tokens, c->n_embd,
                               c->rms_eps);
     return k_add(m->ctx, cmd, x, s, x, n_tokens * c->n_embd);
 }
 
-static vkllm_status matmul(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
-                           const gpu_buffer *x, const gpu_buffer *y, const exec_tensor *bias,
-                           uint32_t n_tokens) {
-    k_matmul_args a = {.w = &w->weight,
-                       .x = bind(x),
-                       .y = bind(y),
-                       .n_tokens = n_tokens,
-                       .bias = bias && bias->present ? bind(&bias->buffer) : (gpu_binding){0}};
-    return k_matmul_ex(m->ctx, cmd, &a);
+/* qkv = h · [wq|wk|wv]ᵀ (+ biases), one product when stacked, else one per part into
+ * its columns. */
+static vkllm_status record_qkv(exec_model *m, gpu_cmd *cmd, const exec_layer *l, uint32_t T) {
+    const model_config *c = &m->cfg;
+    if (l->wqkv.present) return matmul(m, cmd, &l->wqkv, &m->h, &m->qkv, &l->bqkv, T);
+    VKL_TRY(matmul_cols(m, cmd, &l->wq, &m->h, &m->qkv, m->n_qkv, 0, &l->bq, T, false));
+    VKL_TRY(matmul_cols(m, cmd, &l->wk, &m->h, &m->qkv, m->n_qkv, c->n_embd_q, &l->bk, T, false));
+    return matmul_cols(m, cmd, &l->wv, &m->h, &m->qkv, m->n_qkv, c->n_embd_q + c->n_embd_k, &l->bv,
+                       T, false);
 }
 
 static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const step_inputs *in,
@@ -475,37 +686,54 @@ static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const
     const model_config *c = &m->cfg;
     exec_layer *l = &m->layers[il];
     gpu_context *ctx = m->ctx;
-    VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->attn_norm.buffer), bind(&m->h), T,
-                       c->n_embd, c->rms_eps));
-    VKL_TRY(matmul(m, cmd, &l->wq, &m->h, &m->q, &l->bq, T));
-    VKL_TRY(matmul(m, cmd, &l->wk, &m->h, &m->k, &l->bk, T));
-    VKL_TRY(matmul(m, cmd, &l->wv, &m->h, &m->v, &l->bv, T));
+    VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->attn_norm.buffer), bind(&m->h), T, c->n_embd,
+                       c->rms_eps));
+    VKL_TRY(record_qkv(m, cmd, l, T));
+    /* Q and K heads are adjacent in each qkv row: one norm and one RoPE for both. */
+    uint32_t qk_heads = c->n_head + c->n_head_kv;
     if (c->has_qk_norm) {
-        VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->q), bind(&l->q_norm.buffer), bind(&m->q),
-                           T * c->n_head, c->head_dim, c->rms_eps));
-        VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->k), bind(&l->k_norm.buffer), bind(&m->k),
-                           T * c->n_head_kv, c->head_dim, c->rms_eps));
+        k_rms_norm_args a = {.x = bind(&m->qkv),
+                             .weight = bind(&l->qk_norm.buffer),
+                             .out = bind(&m->qkv),
+                             .n_tokens = T,
+                             .heads = qk_heads,
+                             .n = c->head_dim,
+                             .x_stride = m->n_qkv,
+                             .out_stride = m->n_qkv,
+                             .w_split = c->n_head,
+                             .eps = c->rms_eps};
+        VKL_TRY(k_rms_norm_ex(ctx, cmd, &a));
     }
-    k_rope_mode mode = c->rope_neox ? K_ROPE_NEOX : K_ROPE_NORM;
-    gpu_binding freqs = m->rope_freqs.present ? bind(&m->rope_freqs.buffer) : (gpu_binding){0};
-    float base = model_rope_base(c, il), scale = model_rope_scale(c, il);
-    VKL_TRY(k_rope(ctx, cmd, bind(&m->q), in->positions, freqs, bind(&m->q), T, c->n_head,
-                   c->head_dim, c->n_rot, base, scale, mode));
-    VKL_TRY(k_rope(ctx, cmd, bind(&m->k), in->positions, freqs, bind(&m->k), T, c->n_head_kv,
-                   c->head_dim, c->n_rot, base, scale, mode));
+    k_rope_args r = {.x = bind(&m->qkv),
+                     .positions = in->positions,
+                     .freq_factors =
+                         m->rope_freqs.present ? bind(&m->rope_freqs.buffer) : (gpu_binding){0},
+                     .out = bind(&m->qkv),
+                     .n_tokens = T,
+                     .n_heads = qk_heads,
+                     .head_dim = c->head_dim,
+                     .n_rot = c->n_rot,
+                     .x_stride = m->n_qkv,
+                     .out_stride = m->n_qkv,
+                     .freq_base = model_rope_base(c, il),
+                     .freq_scale = model_rope_scale(c, il),
+                     .mode = c->rope_neox ? K_ROPE_NEOX : K_ROPE_NORM};
+    VKL_TRY(k_rope_ex(ctx, cmd, &r));
     VKL_TRY(record_attention(m, cmd, il, in, T));
-    VKL_TRY(matmul(m, cmd, &l->wo, &m->attn, &m->o, NULL, T));
-    VKL_TRY(add_to_residual(m, cmd, &m->o, &l->post_attn_norm, T));
+    VKL_TRY(project_to_residual(m, cmd, &l->wo, &m->attn, &l->post_attn_norm, T));
 
-    VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->ffn_norm.buffer), bind(&m->h), T,
-                       c->n_embd, c->rms_eps));
-    VKL_TRY(matmul(m, cmd, &l->ffn_gate, &m->h, &m->gate, NULL, T));
-    VKL_TRY(matmul(m, cmd, &l->ffn_up, &m->h, &m->up, NULL, T));
+    VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->ffn_norm.buffer), bind(&m->h), T, c->n_embd,
+                       c->rms_eps));
+    if (l->ffn_gate_up.present) {
+        VKL_TRY(matmul(m, cmd, &l->ffn_gate_up, &m->h, &m->gu, NULL, T));
+    } else {
+        VKL_TRY(matmul_cols(m, cmd, &l->ffn_gate, &m->h, &m->gu, 2 * c->n_ff, 0, NULL, T, false));
+        VKL_TRY(
+            matmul_cols(m, cmd, &l->ffn_up, &m->h, &m->gu, 2 * c->n_ff, c->n_ff, NULL, T, false));
+    }
     k_glu_kind glu = c->act == MODEL_ACT_GELU_TANH ? K_GLU_GELU_TANH : K_GLU_SILU;
-    VKL_TRY(k_glu(ctx, cmd, glu, bind(&m->gate), bind(&m->up), bind(&m->act), T, c->n_ff, c->n_ff,
-                  c->n_ff));
-    VKL_TRY(matmul(m, cmd, &l->ffn_down, &m->act, &m->o, NULL, T));
-    VKL_TRY(add_to_residual(m, cmd, &m->o, &l->post_ffw_norm, T));
+    VKL_TRY(k_glu_fused(ctx, cmd, glu, bind(&m->gu), bind(&m->act), T, c->n_ff));
+    VKL_TRY(project_to_residual(m, cmd, &l->ffn_down, &m->act, &l->post_ffw_norm, T));
     return VKLLM_OK;
 }
 
@@ -531,8 +759,8 @@ static vkllm_status record_head(exec_model *m, gpu_cmd *cmd, const exec_step_pla
                           c->final_logit_softcap));
     if (want_argmax) {
         gpu_pipeline *argmax;
-        gpu_pipeline_desc desc = {.shader = "argmax_f32", .num_bindings = 2,
-                                  .push_constant_size = 8};
+        gpu_pipeline_desc desc = {
+            .shader = "argmax_f32", .num_bindings = 2, .push_constant_size = 8};
         VKL_TRY(gpu_pipeline_get(m->ctx, &desc, &argmax));
         uint32_t push[2] = {c->n_vocab, c->n_vocab};
         gpu_binding b[2] = {bind(&m->logits), {.buffer = &m->argmax_out, .writable = true}};
@@ -554,14 +782,14 @@ static vkllm_status record_step(exec_model *m, gpu_cmd *cmd, const exec_step_pla
     VKL_TRY(k_get_rows(m->ctx, cmd, &m->token_embd.weight, in.tokens, bind(&m->x), T));
     if (c->embed_scale != 1.0f)
         VKL_TRY(k_scale(m->ctx, cmd, bind(&m->x), bind(&m->x), T * c->n_embd, c->embed_scale));
-    for (uint32_t il = 0; il < c->n_layer; il++) VKL_TRY(record_layer(m, cmd, il, &in, T));
+    for (uint32_t il = 0; il < c->n_layer; il++)
+        VKL_TRY(record_layer(m, cmd, il, &in, T));
     if (n_rows) VKL_TRY(record_head(m, cmd, plan, n_rows, want_logits, want_argmax));
     gpu_cmd_timestamp(cmd, "step end");
     return VKLLM_OK;
 }
 
-vkllm_status exec_step(exec_model *m, const exec_step_plan *plan, float *logits,
-                       int32_t *argmax) {
+vkllm_status exec_step(exec_model *m, const exec_step_plan *plan, float *logits, int32_t *argmax) {
     VKL_TRY(check_plan_fits(m, plan));
     uint32_t n_rows = exec_plan_logit_rows(plan);
     gpu_cmd *cmd;
@@ -576,6 +804,7 @@ vkllm_status exec_step(exec_model *m, const exec_step_plan *plan, float *logits,
         gpu_cmd_submit(cmd);
         return vkl_fail(keep, "%s", message);
     }
+    m->last_barriers = gpu_cmd_barrier_count(cmd);
     VKL_TRY(gpu_cmd_submit(cmd));
     const char **labels;
     const double *ms;
@@ -591,10 +820,10 @@ vkllm_status exec_apply_kv_ops(exec_model *m, const kv_op *ops, size_t n_ops) {
     if (n_ops == 0) return VKLLM_OK;
     uint64_t block = k_attn_block_bytes(&m->kv);
     for (size_t i = 0; i < n_ops; i++) {
-        uint32_t src_limit = ops[i].kind == KV_OP_SWAP_IN ? m->options.num_host_blocks
-                                                           : m->kv.num_blocks;
-        uint32_t dst_limit = ops[i].kind == KV_OP_SWAP_OUT ? m->options.num_host_blocks
-                                                            : m->kv.num_blocks;
+        uint32_t src_limit =
+            ops[i].kind == KV_OP_SWAP_IN ? m->options.num_host_blocks : m->kv.num_blocks;
+        uint32_t dst_limit =
+            ops[i].kind == KV_OP_SWAP_OUT ? m->options.num_host_blocks : m->kv.num_blocks;
         if (ops[i].src < 0 || (uint32_t)ops[i].src >= src_limit || ops[i].dst < 0 ||
             (uint32_t)ops[i].dst >= dst_limit)
             return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,

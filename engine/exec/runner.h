@@ -32,6 +32,9 @@ typedef struct exec_options {
                                  at 8192) */
     uint32_t partition_size;  /* decode attention partition (0: automatic) */
     uint32_t num_host_blocks; /* host-memory blocks for swapped-out sequences (default 0) */
+    bool no_weight_fusion;    /* keep wq/wk/wv and ffn_gate/ffn_up as separate products
+                                 (each writing its columns of the fused activation), as
+                                 when their types differ: tests and A/B timing */
 } exec_options;
 
 typedef struct exec_model exec_model;
@@ -60,5 +63,9 @@ vkllm_status exec_apply_kv_ops(exec_model *model, const kv_op *ops, size_t n_ops
 /* Timings of the last step in ms (GPU time of the whole command buffer; 0 when the
  * device has no timestamps). */
 double exec_last_step_gpu_ms(const exec_model *model);
+
+/* Pipeline barriers the automatic tracking recorded in the last step's command buffer
+ * (the final one that publishes results excluded). */
+uint32_t exec_last_step_barriers(const exec_model *model);
 
 #endif

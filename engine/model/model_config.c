@@ -130,7 +130,7 @@ static vkllm_status read_rope_scaling(const gguf_file *f, model_arch arch, float
 
 vkllm_status model_load_config(const gguf_file *f, model_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
-    model_arch arch;
+    model_arch arch = MODEL_ARCH_LLAMA;
     VKL_TRY(read_architecture(f, &arch));
     cfg->arch = arch;
     char key[128];

@@ -270,7 +270,7 @@ static void random_block(synth_rng *r, ggml_type type, float std, uint8_t *b) {
         float d = scale_for(r, std, 9.23f);
         put_f16(b, d);
         put_f16(b + 2, -15.5f * quant_f16_to_f32(quant_f32_to_f16(d)));
-        rng_bytes(r, b + 4, 24);
+        rng_bytes(r, b + 4, 20);
         break;
     }
     case GGML_TYPE_Q8_0:

@@ -150,8 +150,8 @@ vkllm_status tok_decoder_push(tok_decoder *dec, int32_t id, const char **text, s
     VKL_TRY(tok_grow(&dec->out, &dec->out_cap, (dec->n_pending + n) * 3 + 4));
     char *all = malloc(dec->n_pending + n + 1);
     if (!all) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "tokenizer: out of memory");
-    memcpy(all, dec->pending, dec->n_pending);
-    memcpy(all + dec->n_pending, src, n);
+    if (dec->n_pending) memcpy(all, dec->pending, dec->n_pending);
+    if (n) memcpy(all + dec->n_pending, src, n);
     size_t total = dec->n_pending + n, i = 0, o = 0;
     dec->n_pending = 0;
     while (i < total) {

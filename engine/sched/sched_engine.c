@@ -33,6 +33,9 @@ struct sched_engine {
     char *text;       /* event text scratch */
     size_t text_cap;
     vkllm_token_logprob logprobs[SAMPLER_MAX_LOGPROBS + 1];
+    int32_t *eog_ids; /* the tokenizer's end-of-generation ids (beam search EOS set) */
+    size_t n_eog;
+    bool eog_listed;
     uint64_t arrival;
     uint64_t seed_state;
     bool in_step;
@@ -136,6 +139,7 @@ void sched_engine_destroy(sched_engine *e) {
     free(e->logits);
     free(e->argmax);
     free(e->text);
+    free(e->eog_ids);
     free(e);
 }
 
@@ -165,6 +169,77 @@ bool sched_engine_has_work(const sched_engine *e) {
 
 /* ------------------------------------------------------------------ admission */
 
+static uint32_t beam_width_of(const sched_request *req) {
+    return req->beam_width ? req->beam_width : 1;
+}
+
+/* What a beam request may not ask for (sched_beam.h); the message names the field. */
+static vkllm_status check_beam_request(const sched_engine *e, const sched_request *req) {
+    unsigned long long id = (unsigned long long)req->id;
+    uint32_t w = beam_width_of(req);
+    if (w > e->sched.config.max_running_seqs)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "request %llu: beam_width %u exceeds max_running_seqs %u", id, w,
+                        e->sched.config.max_running_seqs);
+    if (req->sampling.n > w)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "request %llu: sampling.n %u exceeds beam_width %u (beam search returns "
+                        "at most beam_width hypotheses)",
+                        id, req->sampling.n, w);
+    if (!isfinite(req->length_penalty))
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "request %llu: length_penalty %g not finite",
+                        id, (double)req->length_penalty);
+    if (req->sampling.n_stop_strings)
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "request %llu: stop strings are not supported with beam search "
+                        "(beam_width %u); use stop_token_ids",
+                        id, w);
+    if (req->sampling.logprobs >= 0)
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "request %llu: logprobs %d are not supported with beam search (beam_width "
+                        "%u); results carry cumulative_logprob and beam_score",
+                        id, req->sampling.logprobs, w);
+    return VKLLM_OK;
+}
+
+/* The tokenizer's end-of-generation ids, listed once (a scan of the vocabulary). */
+static vkllm_status list_eog(sched_engine *e) {
+    if (e->eog_listed || !e->tok) return VKLLM_OK;
+    size_t n = 0;
+    for (uint32_t t = 0; t < e->cfg->n_vocab; t++)
+        n += tok_is_eog(e->tok, (int32_t)t);
+    e->eog_ids = malloc((n ? n : 1) * sizeof *e->eog_ids);
+    if (!e->eog_ids) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched: %zu EOG ids", n);
+    for (uint32_t t = 0; t < e->cfg->n_vocab; t++)
+        if (tok_is_eog(e->tok, (int32_t)t)) e->eog_ids[e->n_eog++] = (int32_t)t;
+    e->eog_listed = true;
+    return VKLLM_OK;
+}
+
+/* The beam state of a new group: EOS set = EOG ids (unless ignore_eos) + stop ids;
+ * max_tokens clamped so prompt + output fit max_context (at least one token, as for
+ * sampled requests). */
+static vkllm_status attach_beam(sched_engine *e, const sched_request *req, sched_group *g) {
+    VKL_TRY(list_eog(e));
+    const sampler_params *sp = &req->sampling;
+    size_t n_eog = sp->ignore_eos ? 0 : e->n_eog;
+    size_t n_eos = n_eog + sp->n_stop_token_ids;
+    int32_t *eos = malloc((n_eos ? n_eos : 1) * sizeof *eos);
+    if (!eos) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched: beam EOS set");
+    if (n_eog) memcpy(eos, e->eog_ids, n_eog * sizeof *eos);
+    if (sp->n_stop_token_ids)
+        memcpy(eos + n_eog, sp->stop_token_ids, sp->n_stop_token_ids * sizeof *eos);
+    uint32_t max_context = e->sched.config.max_context;
+    uint32_t room = req->n_prompt < max_context ? max_context - (uint32_t)req->n_prompt : 1;
+    uint32_t max_tokens = sp->max_tokens < room ? sp->max_tokens : room;
+    vkllm_status st = sched_beam_create(beam_width_of(req), req->length_penalty,
+                                        req->early_stopping, max_tokens, eos, n_eos, &g->beam);
+    free(eos);
+    if (st != VKLLM_OK) return vkl_fail_wrap(st, "request %llu: ", (unsigned long long)req->id);
+    g->n_results = sp->n;
+    return VKLLM_OK;
+}
+
 vkllm_status sched_engine_add(sched_engine *e, const sched_request *req) {
     const sched_config *c = &e->sched.config;
     if (!req) return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "sched add: NULL request");
@@ -181,11 +256,8 @@ vkllm_status sched_engine_add(sched_engine *e, const sched_request *req) {
                             id, i, req->prompt[i], e->cfg->n_vocab);
     vkllm_status st = sampler_params_validate(&req->sampling);
     if (st != VKLLM_OK) return vkl_fail_wrap(st, "request %llu: ", id);
-    if (req->beam_width > 1)
-        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
-                        "request %llu: beam search (beam_width %u) is not supported by the "
-                        "scheduler yet",
-                        id, req->beam_width);
+    bool beam = sched_request_is_beam(req);
+    if (beam) VKL_TRY(check_beam_request(e, req));
     if (req->sampling.n > c->max_running_seqs)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
                         "request %llu: sampling.n %u exceeds max_running_seqs %u", id,
@@ -209,7 +281,8 @@ vkllm_status sched_engine_add(sched_engine *e, const sched_request *req) {
     uint64_t seed = req->sampling.has_seed ? req->sampling.seed : splitmix64(&e->seed_state);
     sched_group *g;
     VKL_TRY(sched_group_create(req, e->tok, seed, e->arrival, &g));
-    st = sched_queue_push_back(&e->sched.waiting, g);
+    st = beam ? attach_beam(e, req, g) : VKLLM_OK;
+    if (st == VKLLM_OK) st = sched_queue_push_back(&e->sched.waiting, g);
     if (st != VKLLM_OK) {
         sched_group_free(g);
         return st;
@@ -233,10 +306,10 @@ static vkllm_status text_reserve(sched_engine *e, size_t need) {
     return VKLLM_OK;
 }
 
-static void emit(sched_engine *e, sched_group *g, const sched_seq *q, const int32_t *tokens,
-                 size_t n_tokens, const char *text, size_t text_len,
-                 const vkllm_token_logprob *logprobs, vkllm_finish_reason finish,
-                 vkllm_status error, const char *error_message) {
+static void emit_hyp(sched_engine *e, sched_group *g, const sched_seq *q, const int32_t *tokens,
+                     size_t n_tokens, const char *text, size_t text_len,
+                     const vkllm_token_logprob *logprobs, vkllm_finish_reason finish,
+                     vkllm_status error, const char *error_message, const beam_hypothesis *hyp) {
     if (!g->on_event) return;
     sched_event ev = {
         .event = {.request = g->id,
@@ -253,8 +326,18 @@ static void emit(sched_engine *e, sched_group *g, const sched_seq *q, const int3
         .prompt_tokens = (uint32_t)g->n_prompt,
         .cached_prompt_tokens = g->cached_prompt_tokens,
         .completion_tokens = q->generated,
+        .cumulative_logprob = hyp ? hyp->sum_logprob : 0.0,
+        .beam_score = hyp ? hyp->score : 0.0,
     };
     g->on_event(&ev, g->user);
+}
+
+static void emit(sched_engine *e, sched_group *g, const sched_seq *q, const int32_t *tokens,
+                 size_t n_tokens, const char *text, size_t text_len,
+                 const vkllm_token_logprob *logprobs, vkllm_finish_reason finish,
+                 vkllm_status error, const char *error_message) {
+    emit_hyp(e, g, q, tokens, n_tokens, text, text_len, logprobs, finish, error, error_message,
+             NULL);
 }
 
 /* Marks q finished and releases its KV; the group is done (unqueued, queued for
@@ -280,11 +363,22 @@ static bool finish_seq(sched_engine *e, sched_seq *q, vkllm_finish_reason reason
     return true;
 }
 
+/* A beam group's slots become its result samples: 0 .. n_results - 1 unfinished (once:
+ * results may already be partly emitted). Its KV is released. */
+static void beam_to_results(sched_group *g) {
+    if (g->beam_results) return;
+    g->beam_results = true;
+    for (uint32_t i = 0; i < g->n_seqs; i++)
+        g->seqs[i].finished = i >= g->n_results;
+    g->n_unfinished = g->n_results;
+}
+
 /* Ends every unfinished sequence of g with `reason` (cancel, error), one event each. */
 static void end_group(sched_engine *e, sched_group *g, vkllm_finish_reason reason,
                       vkllm_status error, const char *message) {
     /* Release all KV first, so the blocks are free whatever the callbacks do. */
     sched_release_group_kv(e->sched.kv, g);
+    if (g->beam) beam_to_results(g);
     for (uint32_t i = 0; i < g->n_seqs; i++) {
         sched_seq *q = &g->seqs[i];
         if (q->finished) continue;
@@ -426,10 +520,87 @@ static vkllm_status fork_children(sched_engine *e, sched_group *g) {
     return VKLLM_OK;
 }
 
+/* ------------------------------------------------------------------ beam search */
+
+/* The search is over (or cut short: KV pool full): the best n hypotheses become samples
+ * 0 .. n-1, one event each carrying all its tokens and text (beams cannot stream: a
+ * beam's tokens may still be replaced by another's until the end). Text goes through
+ * each sample's stop state and decoder, as streamed tokens would. */
+static vkllm_status finish_beam(sched_engine *e, sched_group *g, bool cut_short) {
+    const beam_hypothesis *hyps;
+    uint32_t n = sched_beam_results(g->beam, cut_short, g->n_results, &hyps);
+    if (n == 0)
+        return vkl_fail(VKLLM_ERR_INTERNAL,
+                        "request %llu: beam search ended without a hypothesis (no finite "
+                        "logits)",
+                        (unsigned long long)g->id);
+    g->n_results = n;
+    sched_release_group_kv(e->sched.kv, g);
+    beam_to_results(g);
+    for (uint32_t i = 0; i < n; i++) {
+        sched_seq *q = &g->seqs[i];
+        const beam_hypothesis *h = &hyps[i];
+        size_t len = 0;
+        stop_event sev = {0};
+        for (uint32_t t = 0; t < h->len && sev.reason == STOP_NONE; t++) {
+            bool is_eog = e->tok && tok_is_eog(e->tok, h->tokens[t]);
+            VKL_TRY(stop_seq_push(q->stop, q->dec, h->tokens[t], is_eog, &sev));
+            VKL_TRY(text_reserve(e, len + sev.len + 1));
+            memcpy(e->text + len, sev.text, sev.len);
+            len += sev.len;
+        }
+        if (sev.reason == STOP_NONE) {
+            VKL_TRY(stop_seq_finish(q->stop, q->dec, &sev));
+            VKL_TRY(text_reserve(e, len + sev.len + 1));
+            memcpy(e->text + len, sev.text, sev.len);
+            len += sev.len;
+        }
+        q->generated = h->len;
+        e->generation_tokens_total += h->len;
+        vkllm_finish_reason reason = h->eos ? VKLLM_FINISH_STOP : VKLLM_FINISH_LENGTH;
+        finish_seq(e, q, reason);
+        emit_hyp(e, g, q, h->tokens, h->len, e->text, len, NULL, reason, VKLLM_OK, NULL, h);
+    }
+    return VKLLM_OK;
+}
+
+/* A live beam's logits row: the step runs once every live beam has its row. */
+static void process_beam_row(sched_engine *e, sched_seq *q, const float *row) {
+    sched_group *g = q->group;
+    bool ready = false, done = false;
+    vkllm_status st =
+        sched_beam_take_row(g->beam, (uint32_t)(q - g->seqs), row, e->cfg->n_vocab, &ready);
+    if (st == VKLLM_OK && ready) st = sched_beam_advance(g->beam, g, e->sched.kv, &done);
+    if (st == VKLLM_OK && done) st = finish_beam(e, g, false);
+    if (st != VKLLM_OK && g->state != SCHED_GROUP_DONE)
+        end_group(e, g, VKLLM_FINISH_ERROR, st, vkllm_last_error());
+}
+
+/* A beam group that cannot grow (KV pool full) ends with its best hypotheses so far;
+ * its entries leave the step's batch (their KV is gone). */
+static void cut_beam_short(sched_engine *e, sched_group *g) {
+    vkllm_status st = finish_beam(e, g, true);
+    if (st != VKLLM_OK && g->state != SCHED_GROUP_DONE)
+        end_group(e, g, VKLLM_FINISH_ERROR, st, vkllm_last_error());
+    sched_batch *b = &e->batch;
+    size_t kept = 0;
+    b->n_tokens = 0;
+    for (size_t i = 0; i < b->count; i++) {
+        if (b->entries[i].seq->group == g) continue;
+        b->n_tokens += b->entries[i].n_new;
+        b->entries[kept++] = b->entries[i];
+    }
+    b->count = kept;
+}
+
 /* Samples after an entry whose last token's logits are in `row` (NULL: argmax only). */
 static void process_row(sched_engine *e, sched_seq *q, const float *row, int32_t argmax) {
     sched_group *g = q->group;
     if (g->state == SCHED_GROUP_DONE || g->cancel_pending || q->finished) return;
+    if (g->beam) {
+        process_beam_row(e, q, row);
+        return;
+    }
     vkllm_status st = VKLLM_OK;
     if (q->index == 0 && !sched_group_forked(g)) {
         st = fork_children(e, g);
@@ -461,7 +632,8 @@ static void fail_batch(sched_engine *e, vkllm_status st) {
 static bool batch_needs_logits(const sched_engine *e) {
     for (size_t i = 0; i < e->batch.count; i++) {
         const sched_entry *en = &e->batch.entries[i];
-        if (en->need_logits && !sampler_argmax_suffices(&en->seq->group->params)) return true;
+        const sched_group *g = en->seq->group;
+        if (en->need_logits && (g->beam || !sampler_argmax_suffices(&g->params))) return true;
     }
     return false;
 }
@@ -522,8 +694,14 @@ vkllm_status sched_engine_step(sched_engine *e) {
             e->requests_rejected++;
             end_group(e, g, VKLLM_FINISH_ERROR, b->rejected[i].status, b->rejected[i].message);
         }
-        for (size_t i = 0; i < b->n_pool_full; i++)
-            if (!b->pool_full[i]->finished) end_seq_length(e, b->pool_full[i]);
+        for (size_t i = 0; i < b->n_pool_full; i++) {
+            sched_seq *q = b->pool_full[i];
+            if (q->group->beam) {
+                if (q->group->state != SCHED_GROUP_DONE) cut_beam_short(e, q->group);
+            } else if (!q->finished) {
+                end_seq_length(e, q);
+            }
+        }
         st = run_batch(e);
         if (st != VKLLM_OK) fail_batch(e, st);
     }

@@ -26,6 +26,15 @@
  * the id. Every accepted request gets exactly one request_finished event (finish,
  * cancel, error or rejection while waiting).
  *
+ * Beam search (sched_request_is_beam; sched_beam.h): the request's `n` best hypotheses
+ * come as samples 0 .. n-1 at the end only, one event each with all its tokens, its text,
+ * finish STOP (end-of-sequence token) or LENGTH, cumulative_logprob and beam_score: beams
+ * cannot stream, since a beam's tokens may be replaced by another beam's until the search
+ * ends. Cancel and errors end samples 0 .. n-1 as for sampling requests. Not supported
+ * with beam search (refused at add): stop strings, logprobs >= 0, n > beam_width.
+ * usage: completion_tokens of a sample is its hypothesis' length; generation_tokens_total
+ * adds the returned hypotheses' tokens.
+ *
  * Errors: sched_engine_add refuses bad requests at once (INVALID_ARGUMENT naming the
  * field; TOO_LONG when the prompt can never fit max_context or the KV pool; BUSY when
  * max_waiting requests already wait). A failure inside one request (e.g. sampling)
@@ -42,6 +51,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "exec/beam.h"
 #include "exec/runner.h"
 #include "exec/sampler.h"
 #include "kv/kv_manager.h"
@@ -78,21 +88,33 @@ typedef struct sched_event {
     uint32_t prompt_tokens;        /* of the request */
     uint32_t cached_prompt_tokens; /* prompt tokens found in the prefix cache (first run) */
     uint32_t completion_tokens;    /* generated so far by this sample (event.index) */
+    /* Beam search results only (0 otherwise): the hypothesis' sum of token logprobs and
+     * its score, sum / len ^ length_penalty (exec/beam.h). */
+    double cumulative_logprob;
+    double beam_score;
 } sched_event;
 
 typedef void (*sched_event_fn)(const sched_event *event, void *user);
 
 typedef struct sched_request {
-    vkllm_request_id id;     /* chosen by the caller; unique among live requests */
-    const int32_t *prompt;   /* copied */
-    size_t n_prompt;         /* >= 1 */
-    sampler_params sampling; /* copied (stop strings and ids too); validated */
-    uint32_t beam_width;     /* > 1: beam search (exec/beam.h) instead of sampling */
-    float length_penalty;    /* beam search score exponent (1 as in vLLM / HF) */
+    vkllm_request_id id;                /* chosen by the caller; unique among live requests */
+    const int32_t *prompt;              /* copied */
+    size_t n_prompt;                    /* >= 1 */
+    sampler_params sampling;            /* copied (stop strings and ids too); validated */
+    uint32_t beam_width;                /* > 1: beam search (exec/beam.h) instead of sampling */
+    float length_penalty;               /* beam search score exponent (1 as in vLLM / HF) */
+    beam_early_stopping early_stopping; /* beam search; 0 = HEURISTIC (vLLM / HF default) */
+    bool beam_search;        /* beam search even at beam_width <= 1 (width 1: greedy by the beam
+                                path; tests) */
     uint64_t cache_salt;     /* prefix-cache isolation (0: shared) */
     sched_event_fn on_event; /* may be NULL */
     void *user;
 } sched_request;
+
+/* Whether the request runs as a beam search (sched_beam.h). */
+static inline bool sched_request_is_beam(const sched_request *r) {
+    return r->beam_width > 1 || r->beam_search;
+}
 
 typedef struct sched_stats {
     vkllm_stats api; /* the public figures (requests, tokens, KV, prefix cache, preemptions) */

@@ -55,13 +55,14 @@ vkllm_status sched_group_create(const sched_request *req, const tok_tokenizer *t
     g->on_event = req->on_event;
     g->user = req->user;
     g->n_prompt = req->n_prompt;
-    g->n_seqs = req->sampling.n;
+    uint32_t n_seqs =
+        sched_request_is_beam(req) ? (req->beam_width ? req->beam_width : 1) : req->sampling.n;
+    g->n_seqs = n_seqs;
     g->n_unfinished = g->n_seqs;
     g->seqs = calloc(g->n_seqs, sizeof *g->seqs);
     if (!g->seqs) {
         free(g);
-        return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched request: %u sequences",
-                        req->sampling.n);
+        return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched request: %u sequences", n_seqs);
     }
     for (uint32_t i = 0; i < g->n_seqs; i++) {
         vkllm_status st = sched_seq_init(&g->seqs[i], g, i, req, tok, seed);
@@ -83,6 +84,7 @@ void sched_group_free(sched_group *g) {
         if (s->dec) tok_decoder_free(s->dec);
     }
     free(g->seqs);
+    sched_beam_free(g->beam);
     free(g);
 }
 
@@ -91,5 +93,6 @@ bool sched_group_forked(const sched_group *g) {
 }
 
 uint32_t sched_group_seqs_to_run(const sched_group *g) {
+    if (g->beam) return g->n_seqs; /* seats for the widest step */
     return g->n_unfinished;
 }

@@ -12,6 +12,11 @@
  *  - tokens [n_computed, n_tokens) still need the forward pass.
  * A sequence without KV (waiting for its first or a recompute prefill) has
  * n_computed == 0. A finished sequence has no KV.
+ *
+ * A beam search request (beam != NULL) has beam width sequence slots instead of n:
+ * slot 0 prefills the prompt, then slot i holds live beam i and the other slots are
+ * idle (finished, no KV); n_unfinished counts the live beams, and the group keeps
+ * `width` scheduler seats throughout (sched_beam.h).
  * Module prefix: sched_. */
 #ifndef VKL_SCHED_GROUP_H
 #define VKL_SCHED_GROUP_H
@@ -24,6 +29,7 @@
 #include "exec/stop.h"
 #include "kv/kv_manager.h"
 #include "model/tokenizer.h"
+#include "sched/sched_beam.h"
 #include "sched/sched_engine.h"
 
 typedef enum sched_group_state {
@@ -65,11 +71,15 @@ struct sched_group {
     bool cancel_pending; /* cancel asked for from inside a callback */
     uint32_t n_seqs;
     uint32_t n_unfinished;
-    sched_seq *seqs; /* [n_seqs] */
+    sched_seq *seqs;    /* [n_seqs] */
+    sched_beam *beam;   /* beam search state; NULL for sampling requests */
+    uint32_t n_results; /* beam search: hypotheses to return (the request's n) */
+    bool beam_results;  /* beam search over: slots 0 .. n_results - 1 are the results */
 };
 
-/* Copies the prompt and the params into a new group of params.n sequences, each with
- * its stop state, streaming decoder (tok may be NULL) and RNG (seed: the request's). */
+/* Copies the prompt and the params into a new group of params.n sequences (beam_width
+ * slots for a beam request; the caller attaches the beam state), each with its stop
+ * state, streaming decoder (tok may be NULL) and RNG (seed: the request's). */
 vkllm_status sched_group_create(const sched_request *req, const tok_tokenizer *tok, uint64_t seed,
                                 uint64_t arrival, sched_group **out);
 /* Frees host memory only: the caller has released every sequence's KV first. */
@@ -78,7 +88,8 @@ void sched_group_free(sched_group *group);
 /* Appends one token to a sequence's token list (host memory only). */
 vkllm_status sched_seq_push_token(sched_seq *seq, int32_t token);
 
-/* Sequences that will run when the group runs: unfinished ones (all n before the fork). */
+/* Sequences that will run when the group runs: unfinished ones (all n before the fork;
+ * the beam width for beam search). */
 uint32_t sched_group_seqs_to_run(const sched_group *group);
 /* Whether sequence 0 has forked its siblings (or n == 1). */
 bool sched_group_forked(const sched_group *group);

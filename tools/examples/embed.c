@@ -4,8 +4,9 @@
  *
  * Loads the model, streams a greedy completion of PROMPT to stdout from the engine's
  * callback, waits for it, and prints the model, the device and the token counts to
- * stderr. Build: link against libvkllm.so (or libvkllm.a and its dependencies) with
- * include/ on the include path; see tools/examples/CMakeLists.txt. */
+ * stderr. Build: against an installed vkllm, `cc embed.c $(pkg-config --cflags --libs
+ * vkllm)` or find_package(vkllm) in CMake; see tools/examples/CMakeLists.txt and
+ * tools/examples/Makefile. */
 #include <stdio.h>
 #include <stdlib.h>
 
