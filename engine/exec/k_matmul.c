@@ -176,6 +176,7 @@ static void mm_grid(const gpu_features *f, uint64_t n, uint32_t *gx, uint32_t *g
 #define MM_MATVEC_MAX_TOKENS 8
 #define MM_MATVEC_ROWS 2 /* rows per workgroup */
 #define MM_CM_TILE 64    /* matmul.comp's CM_BM and CM_BN */
+#define CM_NEW_MAX_AUTO_TOKENS 64 /* AUTO uses matmul_coopmat.comp up to this many tokens */
 
 /* VkComponentTypeNV values */
 #define MM_COMPONENT_FLOAT16 0u
@@ -660,6 +661,12 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
     cm_shape shape = {0};
     if (kernel == K_MATMUL_COOPMAT) {
         bool old = mm_env && !strcasecmp(mm_env, "old");
+        /* Measured on the H100 (docs/perf-notes.md, run 13): the new kernel is 3-4x faster
+         * at 16-64 tokens but 15-20% slower than the 64x64 kernel at 512 tokens, so AUTO
+         * keeps the old one for large batches (VKLLM_MATMUL=new overrides). */
+        if (a->kernel == K_MATMUL_AUTO && a->n_tokens > CM_NEW_MAX_AUTO_TOKENS &&
+            !(mm_env && !strcasecmp(mm_env, "new")))
+            old = true;
         if (!old && !cm_configure(f, w->rows, a->n_tokens, &shape)) {
             if (emulate)
                 return vkl_fail(VKLLM_ERR_UNSUPPORTED,
