@@ -321,8 +321,13 @@ static vkllm_status create_kv_cache(exec_model *m) {
         uint64_t free_bytes = heap > used ? heap - used : 0;
         uint64_t budget = (uint64_t)((double)free_bytes * m->options.kv_memory_fraction);
         num_blocks = (uint32_t)(budget / bytes_per_block);
-        /* Each layer's K (and V) array is one binding: stay within the device limit. */
-        uint64_t per_layer_limit = f->max_storage_buffer_range / k_attn_block_bytes(&m->kv);
+        /* Each layer's K (and V) array is one binding and one allocation: stay within
+         * both limits (on NVIDIA maxStorageBufferRange, 4 GiB - 1, exceeds
+         * maxMemoryAllocationSize, 4 GiB - 2 MiB). */
+        uint64_t per_layer_bytes = f->max_storage_buffer_range;
+        if (f->max_allocation_size && f->max_allocation_size < per_layer_bytes)
+            per_layer_bytes = f->max_allocation_size;
+        uint64_t per_layer_limit = per_layer_bytes / k_attn_block_bytes(&m->kv);
         if (num_blocks > per_layer_limit) num_blocks = (uint32_t)per_layer_limit;
         if (num_blocks == 0)
             return vkl_fail(VKLLM_ERR_OUT_OF_DEVICE_MEMORY,
