@@ -58,11 +58,11 @@ typedef struct vkllm_engine_options {
     uint32_t max_running_seqs; /* sequences in one step (default 64) */
     uint32_t max_step_tokens;  /* token budget of one step (default 512) */
     uint32_t max_context;      /* longest sequence, prompt + output (default: model, capped 8192) */
-    uint32_t max_waiting;      /* queued requests before submit returns VKLLM_ERR_BUSY (default 256) */
-    uint32_t swap_blocks;      /* host blocks for preemption by swap (0: recompute only) */
-    bool enable_prefix_caching;   /* default true */
-    const char *chat_template;    /* NULL: from the model; "gemma", "llama3", "chatml", ... */
-    bool validation;              /* Vulkan validation layer (debugging) */
+    uint32_t max_waiting; /* queued requests before submit returns VKLLM_ERR_BUSY (default 256) */
+    uint32_t swap_blocks; /* host blocks for preemption by swap (0: recompute only) */
+    bool enable_prefix_caching; /* default true */
+    const char *chat_template;  /* NULL: from the model; "gemma", "llama3", "chatml", ... */
+    bool validation;            /* Vulkan validation layer (debugging) */
     /* Model loading progress, on the creating thread: stages "reading", "tokenizer",
      * "device", "weights", "ready"; fraction of the whole load in [0, 1], never
      * decreasing, 1 at "ready". */
@@ -80,9 +80,9 @@ VKLLM_API vkllm_status vkllm_engine_create(const char *model_path,
 VKLLM_API void vkllm_engine_destroy(vkllm_engine *engine);
 
 typedef struct vkllm_model_info {
-    char name[128];         /* general.name or the file name */
-    char architecture[32];  /* "llama", "qwen2", "qwen3", "gemma3" */
-    char device[256];       /* the Vulkan device in use */
+    char name[128];                           /* general.name or the file name */
+    char architecture[32];                    /* "llama", "qwen2", "qwen3", "gemma3" */
+    char device[256];                         /* the Vulkan device in use */
     uint32_t n_vocab, n_ctx, n_layer, n_embd; /* n_ctx: max_context in effect */
     uint64_t weight_bytes, kv_bytes;
     uint32_t kv_blocks, block_size;
@@ -106,14 +106,14 @@ typedef struct vkllm_sampling {
     bool has_seed;            /* false: a seed is drawn per request */
     uint32_t max_tokens;      /* default 256 */
     bool ignore_eos;
-    const char *const *stop;  /* stop strings, n_stop of them; not included in the output */
+    const char *const *stop; /* stop strings, n_stop of them; not included in the output */
     uint32_t n_stop;
     const int32_t *stop_token_ids;
     uint32_t n_stop_token_ids;
-    uint32_t logprobs;        /* top-N log-probabilities per token (0: none) */
-    uint32_t n;               /* parallel samples (default 1) */
-    uint32_t beam_width;      /* > 1: beam search instead of sampling */
-    float length_penalty;     /* beam search (default 1) */
+    uint32_t logprobs;    /* top-N log-probabilities per token (0: none) */
+    uint32_t n;           /* parallel samples (default 1) */
+    uint32_t beam_width;  /* > 1: beam search instead of sampling */
+    float length_penalty; /* beam search (default 1) */
 } vkllm_sampling;
 
 typedef enum vkllm_finish_reason {
@@ -132,37 +132,37 @@ typedef struct vkllm_token_logprob {
 /* One event of a request's stream. */
 typedef struct vkllm_event {
     vkllm_request_id request;
-    uint32_t index;             /* which of the n samples / beams */
-    const char *text;           /* new text (valid UTF-8, possibly empty); valid during the call */
+    uint32_t index;   /* which of the n samples / beams */
+    const char *text; /* new text (valid UTF-8, possibly empty); valid during the call */
     size_t text_len;
-    const int32_t *tokens;      /* the token ids this event covers */
+    const int32_t *tokens; /* the token ids this event covers */
     size_t n_tokens;
     const vkllm_token_logprob *logprobs; /* n_tokens * (logprobs + 1): chosen token first */
-    vkllm_finish_reason finish; /* non-NONE on the last event of this sample */
-    vkllm_status error;         /* with VKLLM_FINISH_ERROR */
+    vkllm_finish_reason finish;          /* non-NONE on the last event of this sample */
+    vkllm_status error;                  /* with VKLLM_FINISH_ERROR */
     const char *error_message;
 } vkllm_event;
 
 typedef void (*vkllm_event_fn)(const vkllm_event *event, void *user);
 
 typedef struct vkllm_chat_message {
-    const char *role;    /* "system", "user", "assistant" */
+    const char *role; /* "system", "user", "assistant" */
     const char *content;
 } vkllm_chat_message;
 
 typedef struct vkllm_request_params {
     /* exactly one of: */
-    const char *prompt;                  /* text, tokenized with the model's tokenizer */
-    const int32_t *prompt_tokens;        /* token ids */
+    const char *prompt;           /* text, tokenized with the model's tokenizer */
+    const int32_t *prompt_tokens; /* token ids */
     size_t n_prompt_tokens;
-    const vkllm_chat_message *messages;  /* rendered with the chat template */
+    const vkllm_chat_message *messages; /* rendered with the chat template */
     size_t n_messages;
 
-    bool add_special;     /* BOS etc. for text prompts (default true; chat: template decides) */
+    bool add_special; /* BOS etc. for text prompts (default true; chat: template decides) */
     vkllm_sampling sampling;
     vkllm_event_fn on_event; /* may be NULL: poll instead */
     void *user;
-    uint64_t cache_salt;  /* prefix-cache isolation key (0: shared) */
+    uint64_t cache_salt; /* prefix-cache isolation key (0: shared) */
 } vkllm_request_params;
 
 VKLLM_API void vkllm_request_params_default(vkllm_request_params *params);
@@ -171,9 +171,9 @@ VKLLM_API void vkllm_request_params_default(vkllm_request_params *params);
  * the prompt can never fit (longer than max_context, or more blocks than the KV cache
  * less its 1% watermark); VKLLM_ERR_INVALID_ARGUMENT: a parameter out of range (named,
  * e.g. "sampling.top_p"; also n > max_running_seqs). A failure found later (on the engine
- * thread) finishes the request with VKLLM_FINISH_ERROR and a message. Text prompts are tokenized with control tokens
- * written in the text parsed (as llama.cpp and Hugging Face do); messages are rendered
- * with the chat template and a generation prompt. Everything params points to is copied
+ * thread) finishes the request with VKLLM_FINISH_ERROR and a message. Text prompts are tokenized
+ * with control tokens written in the text parsed (as llama.cpp and Hugging Face do); messages are
+ * rendered with the chat template and a generation prompt. Everything params points to is copied
  * before submit returns. An accepted request always ends with exactly one last event per
  * sample (finish != VKLLM_FINISH_NONE). */
 VKLLM_API vkllm_status vkllm_submit(vkllm_engine *engine, const vkllm_request_params *params,
@@ -230,8 +230,8 @@ typedef struct vkllm_stats {
     uint64_t prompt_tokens_total, generation_tokens_total;
     uint32_t tokens_waiting, tokens_running;
     uint32_t kv_blocks_total, kv_blocks_used, kv_blocks_free, kv_blocks_cached;
-    double kv_usage;             /* used / total, 0..1 */
-    double kv_waste;             /* (allocated slots - live tokens) / allocated slots */
+    double kv_usage; /* used / total, 0..1 */
+    double kv_waste; /* (allocated slots - live tokens) / allocated slots */
     uint64_t prefix_cache_queries, prefix_cache_hits; /* in tokens */
     uint64_t preemptions_total;
     uint64_t steps_total;

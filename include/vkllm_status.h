@@ -30,14 +30,14 @@ typedef enum vkllm_status {
     VKLLM_ERR_UNSUPPORTED,      /* valid input we do not handle: architecture, tensor type, ... */
     VKLLM_ERR_OUT_OF_HOST_MEMORY,
     VKLLM_ERR_OUT_OF_DEVICE_MEMORY,
-    VKLLM_ERR_NO_DEVICE,        /* no Vulkan device, or none matching VKLLM_DEVICE */
-    VKLLM_ERR_VULKAN,           /* any other Vulkan failure (message names the call) */
+    VKLLM_ERR_NO_DEVICE, /* no Vulkan device, or none matching VKLLM_DEVICE */
+    VKLLM_ERR_VULKAN,    /* any other Vulkan failure (message names the call) */
     VKLLM_ERR_DEVICE_LOST,
-    VKLLM_ERR_TOO_LONG,         /* a prompt or request that can never fit the context or cache */
+    VKLLM_ERR_TOO_LONG, /* a prompt or request that can never fit the context or cache */
     VKLLM_ERR_CANCELLED,
-    VKLLM_ERR_BUSY,             /* a queue is full; try again later */
+    VKLLM_ERR_BUSY, /* a queue is full; try again later */
     VKLLM_ERR_NOT_FOUND,
-    VKLLM_ERR_INTERNAL,         /* a broken invariant inside vkllm: a bug worth reporting */
+    VKLLM_ERR_INTERNAL, /* a broken invariant inside vkllm: a bug worth reporting */
 } vkllm_status;
 
 /* Short constant name of a status code, e.g. "VKLLM_ERR_FORMAT". */

@@ -48,12 +48,13 @@ Test(exec_gemma, greedy_text_matches_cpu_reference) {
                             .max_seqs = 1,
                             .max_context = block_size * num_blocks};
     exec_model *gpu;
-    cr_assert(exec_model_create(test_gpu(), gguf, &cfg, &weights, &options, &gpu) == VKLLM_OK,
-              "%s", vkllm_last_error());
+    cr_assert(exec_model_create(test_gpu(), gguf, &cfg, &weights, &options, &gpu) == VKLLM_OK, "%s",
+              vkllm_last_error());
     float *logits = malloc((size_t)cfg.n_vocab * 4), *ref_logits = malloc((size_t)cfg.n_vocab * 4);
     /* Blocks in reverse order, so the table is not the identity. */
     int32_t table[8];
-    for (uint32_t b = 0; b < num_blocks; b++) table[b] = (int32_t)(num_blocks - 1 - b);
+    for (uint32_t b = 0; b < num_blocks; b++)
+        table[b] = (int32_t)(num_blocks - 1 - b);
 
     for (size_t p = 0; p < sizeof prompts / sizeof prompts[0]; p++) {
         int32_t *ids;
@@ -77,22 +78,28 @@ Test(exec_gemma, greedy_text_matches_cpu_reference) {
                 uint32_t pos = len + i;
                 tokens[i] = step == 0 ? ids[i] : gpu_out[step - 1];
                 positions[i] = (int32_t)pos;
-                slots[i] = table[pos / block_size] * (int32_t)block_size +
-                           (int32_t)(pos % block_size);
+                slots[i] =
+                    table[pos / block_size] * (int32_t)block_size + (int32_t)(pos % block_size);
             }
             len += n_new;
-            exec_seq_plan sp = {.first_token = 0, .n_new = n_new, .context_len = len,
-                                .block_table = table, .n_blocks = num_blocks,
+            exec_seq_plan sp = {.first_token = 0,
+                                .n_new = n_new,
+                                .context_len = len,
+                                .block_table = table,
+                                .n_blocks = num_blocks,
                                 .need_logits = true};
-            exec_step_plan plan = {.n_tokens = n_new, .tokens = tokens, .positions = positions,
-                                   .slots = slots, .n_seqs = 1, .seqs = &sp};
+            exec_step_plan plan = {.n_tokens = n_new,
+                                   .tokens = tokens,
+                                   .positions = positions,
+                                   .slots = slots,
+                                   .n_seqs = 1,
+                                   .seqs = &sp};
             test_poison(logits, cfg.n_vocab);
             cr_assert(exec_step(gpu, &plan, logits, &gpu_out[step]) == VKLLM_OK, "%s",
                       vkllm_last_error());
             if (step == 0) {
                 ref_reset(ref);
-                cr_assert(ref_forward(ref, ids, (uint32_t)n_ids, 0, false, ref_logits) ==
-                          VKLLM_OK);
+                cr_assert(ref_forward(ref, ids, (uint32_t)n_ids, 0, false, ref_logits) == VKLLM_OK);
                 double err = test_rel_error(logits, ref_logits, cfg.n_vocab);
                 cr_log_info("prompt %zu: first-step logits rel error %.3g", p, err);
                 cr_assert(err <= GEMMA_LOGIT_REL_BOUND, "prompt %zu: logits rel error %.3g", p,

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "api/api_internal.h"
+#include "common/splitmix.h"
 
 const char *vkllm_version(void) {
     return "0.1.0";
@@ -143,10 +144,7 @@ static uint64_t fresh_seed(const void *salt) {
     uint64_t x = (uint64_t)t.tv_nsec ^ ((uint64_t)t.tv_sec << 30) ^ (uint64_t)(uintptr_t)salt ^
                  ((uint64_t)getpid() << 48);
     /* splitmix64 finaliser so nearby clocks give unrelated seeds */
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
+    return vkl_splitmix64(&x);
 }
 
 static vkllm_status create_sched(vkllm_engine *e) {

@@ -5,15 +5,11 @@
 #include <stdlib.h>
 
 #include "api/api_internal.h"
+#include "common/splitmix.h"
 
 static size_t home(uint64_t id, size_t cap) {
     /* splitmix64 finaliser: sequential ids spread over the table */
-    id ^= id >> 30;
-    id *= 0xbf58476d1ce4e5b9ull;
-    id ^= id >> 27;
-    id *= 0x94d049bb133111ebull;
-    id ^= id >> 31;
-    return (size_t)id & (cap - 1);
+    return (size_t)vkl_mix64(id) & (cap - 1);
 }
 
 api_request *api_table_get(const api_table *t, uint64_t id) {

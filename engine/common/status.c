@@ -28,27 +28,46 @@ vkllm_status vkl_fail_wrap(vkllm_status status, const char *fmt, ...) {
     return status;
 }
 
-void vkl_clear_error(void) { error_message[0] = '\0'; }
+void vkl_clear_error(void) {
+    error_message[0] = '\0';
+}
 
-const char *vkllm_last_error(void) { return error_message; }
+const char *vkllm_last_error(void) {
+    return error_message;
+}
 
 const char *vkllm_status_name(vkllm_status status) {
     switch (status) {
-    case VKLLM_OK: return "VKLLM_OK";
-    case VKLLM_ERR_INVALID_ARGUMENT: return "VKLLM_ERR_INVALID_ARGUMENT";
-    case VKLLM_ERR_IO: return "VKLLM_ERR_IO";
-    case VKLLM_ERR_FORMAT: return "VKLLM_ERR_FORMAT";
-    case VKLLM_ERR_UNSUPPORTED: return "VKLLM_ERR_UNSUPPORTED";
-    case VKLLM_ERR_OUT_OF_HOST_MEMORY: return "VKLLM_ERR_OUT_OF_HOST_MEMORY";
-    case VKLLM_ERR_OUT_OF_DEVICE_MEMORY: return "VKLLM_ERR_OUT_OF_DEVICE_MEMORY";
-    case VKLLM_ERR_NO_DEVICE: return "VKLLM_ERR_NO_DEVICE";
-    case VKLLM_ERR_VULKAN: return "VKLLM_ERR_VULKAN";
-    case VKLLM_ERR_DEVICE_LOST: return "VKLLM_ERR_DEVICE_LOST";
-    case VKLLM_ERR_TOO_LONG: return "VKLLM_ERR_TOO_LONG";
-    case VKLLM_ERR_CANCELLED: return "VKLLM_ERR_CANCELLED";
-    case VKLLM_ERR_BUSY: return "VKLLM_ERR_BUSY";
-    case VKLLM_ERR_NOT_FOUND: return "VKLLM_ERR_NOT_FOUND";
-    case VKLLM_ERR_INTERNAL: return "VKLLM_ERR_INTERNAL";
+    case VKLLM_OK:
+        return "VKLLM_OK";
+    case VKLLM_ERR_INVALID_ARGUMENT:
+        return "VKLLM_ERR_INVALID_ARGUMENT";
+    case VKLLM_ERR_IO:
+        return "VKLLM_ERR_IO";
+    case VKLLM_ERR_FORMAT:
+        return "VKLLM_ERR_FORMAT";
+    case VKLLM_ERR_UNSUPPORTED:
+        return "VKLLM_ERR_UNSUPPORTED";
+    case VKLLM_ERR_OUT_OF_HOST_MEMORY:
+        return "VKLLM_ERR_OUT_OF_HOST_MEMORY";
+    case VKLLM_ERR_OUT_OF_DEVICE_MEMORY:
+        return "VKLLM_ERR_OUT_OF_DEVICE_MEMORY";
+    case VKLLM_ERR_NO_DEVICE:
+        return "VKLLM_ERR_NO_DEVICE";
+    case VKLLM_ERR_VULKAN:
+        return "VKLLM_ERR_VULKAN";
+    case VKLLM_ERR_DEVICE_LOST:
+        return "VKLLM_ERR_DEVICE_LOST";
+    case VKLLM_ERR_TOO_LONG:
+        return "VKLLM_ERR_TOO_LONG";
+    case VKLLM_ERR_CANCELLED:
+        return "VKLLM_ERR_CANCELLED";
+    case VKLLM_ERR_BUSY:
+        return "VKLLM_ERR_BUSY";
+    case VKLLM_ERR_NOT_FOUND:
+        return "VKLLM_ERR_NOT_FOUND";
+    case VKLLM_ERR_INTERNAL:
+        return "VKLLM_ERR_INTERNAL";
     }
     return "VKLLM_ERR_UNKNOWN";
 }

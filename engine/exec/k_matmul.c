@@ -174,8 +174,8 @@ static void mm_grid(const gpu_features *f, uint64_t n, uint32_t *gx, uint32_t *g
 /* ---------------------------------------------------------------- kernel choice */
 
 #define MM_MATVEC_MAX_TOKENS 8
-#define MM_MATVEC_ROWS 2 /* rows per workgroup */
-#define MM_CM_TILE 64    /* matmul.comp's CM_BM and CM_BN */
+#define MM_MATVEC_ROWS 2          /* rows per workgroup */
+#define MM_CM_TILE 64             /* matmul.comp's CM_BM and CM_BN */
 #define CM_NEW_MAX_AUTO_TOKENS 64 /* AUTO uses matmul_coopmat.comp up to this many tokens */
 
 /* VkComponentTypeNV values */

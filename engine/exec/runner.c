@@ -38,6 +38,7 @@
 #include "exec/k_attention.h"
 #include "exec/k_matmul.h"
 #include "exec/k_ops.h"
+#include "exec/k_sample.h"
 
 /* A weight tensor in device memory, with the view the kernels take. */
 typedef struct exec_tensor {
@@ -68,6 +69,11 @@ struct exec_model {
     uint32_t n_qkv; /* floats per token of qkv */
     gpu_buffer x, h, qkv, attn, o, gu, act, last, logits, decode_scratch;
     gpu_buffer logits_readback, argmax_out, argmax_readback;
+    /* k_topk outputs [max_seqs][K_TOPK_MAX] ids and values, [max_seqs][4] stats */
+    gpu_buffer topk_ids, topk_values, topk_stats, topk_readback;
+    uint32_t last_logit_rows; /* logits rows of the last step (exec_read_logits_row) */
+    bool stepped;
+    uint64_t last_readback_bytes;
     uint64_t weight_bytes, kv_bytes, scratch_bytes;
     double last_gpu_ms;
     uint32_t last_barriers;
@@ -293,6 +299,12 @@ static vkllm_status create_scratch(exec_model *m) {
     VKL_TRY(scratch_buffer(m, S * c->n_vocab * 4, GPU_MEMORY_READBACK, &m->logits_readback));
     VKL_TRY(scratch_buffer(m, S * 4, GPU_MEMORY_DEVICE, &m->argmax_out));
     VKL_TRY(scratch_buffer(m, S * 4, GPU_MEMORY_READBACK, &m->argmax_readback));
+    VKL_TRY(scratch_buffer(m, S * K_TOPK_MAX * 4, GPU_MEMORY_DEVICE, &m->topk_ids));
+    VKL_TRY(scratch_buffer(m, S * K_TOPK_MAX * 4, GPU_MEMORY_DEVICE, &m->topk_values));
+    VKL_TRY(scratch_buffer(m, S * 16, GPU_MEMORY_DEVICE, &m->topk_stats));
+    /* ids, then values, then stats, each packed at the step's k */
+    VKL_TRY(
+        scratch_buffer(m, S * (2 * K_TOPK_MAX * 4 + 16), GPU_MEMORY_READBACK, &m->topk_readback));
     k_attn_params p = {.n_head = c->n_head, .scale = c->attn_scale};
     uint64_t decode_scratch = k_attn_decode_scratch_bytes_max(
         &m->kv, &p, m->options.max_seqs, m->options.max_context, m->options.partition_size);
@@ -459,7 +471,11 @@ void exec_model_destroy(exec_model *m) {
                              &m->decode_scratch,
                              &m->logits_readback,
                              &m->argmax_out,
-                             &m->argmax_readback};
+                             &m->argmax_readback,
+                             &m->topk_ids,
+                             &m->topk_values,
+                             &m->topk_stats,
+                             &m->topk_readback};
     for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
         if (scratch[i]->handle) gpu_buffer_destroy(ctx, scratch[i]);
     free(m->layers);
@@ -743,8 +759,46 @@ static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const
 }
 
 /* Gathers the rows that need logits, applies the final norm and the LM head. */
+/* Records the readback of the wanted logits rows (runs of consecutive rows in one
+ * copy each); returns the bytes. */
+static uint64_t record_logits_readback(exec_model *m, gpu_cmd *cmd, uint32_t n_rows,
+                                       const bool *rows) {
+    uint64_t row_bytes = (uint64_t)m->cfg.n_vocab * 4, total = 0;
+    for (uint32_t r = 0; r < n_rows;) {
+        if (rows && !rows[r]) {
+            r++;
+            continue;
+        }
+        uint32_t end = r + 1;
+        while (end < n_rows && (!rows || rows[end]))
+            end++;
+        uint64_t bytes = (end - r) * row_bytes;
+        gpu_cmd_copy(cmd, &m->logits, r * row_bytes, &m->logits_readback, r * row_bytes, bytes);
+        total += bytes;
+        r = end;
+    }
+    return total;
+}
+
+/* k_topk over the step's logits rows, then one readback of ids | values | stats. */
+static vkllm_status record_topk(exec_model *m, gpu_cmd *cmd, uint32_t n_rows,
+                                const exec_step_outputs *o) {
+    uint32_t k = o->topk_k, n_vocab = m->cfg.n_vocab;
+    gpu_binding inv_t;
+    VKL_TRY(ring_copy(m->ctx, o->inv_temperature, (uint64_t)n_rows * 4, &inv_t));
+    VKL_TRY(k_topk(m->ctx, cmd, bind(&m->logits), inv_t, bind(&m->topk_ids), bind(&m->topk_values),
+                   bind(&m->topk_stats), n_rows, n_vocab, n_vocab, k));
+    uint64_t list = (uint64_t)n_rows * k * 4;
+    gpu_cmd_copy(cmd, &m->topk_ids, 0, &m->topk_readback, 0, list);
+    gpu_cmd_copy(cmd, &m->topk_values, 0, &m->topk_readback, list, list);
+    gpu_cmd_copy(cmd, &m->topk_stats, 0, &m->topk_readback, 2 * list, (uint64_t)n_rows * 16);
+    m->last_readback_bytes += 2 * list + (uint64_t)n_rows * 16;
+    return VKLLM_OK;
+}
+
 static vkllm_status record_head(exec_model *m, gpu_cmd *cmd, const exec_step_plan *plan,
-                                uint32_t n_rows, bool want_logits, bool want_argmax) {
+                                uint32_t n_rows, const exec_step_outputs *o) {
+    bool want_logits = o->logits != NULL, want_argmax = o->argmax != NULL;
     const model_config *c = &m->cfg;
     uint64_t row = (uint64_t)c->n_embd * 4;
     uint32_t r = 0;
@@ -771,14 +825,16 @@ static vkllm_status record_head(exec_model *m, gpu_cmd *cmd, const exec_step_pla
         gpu_binding b[2] = {bind(&m->logits), {.buffer = &m->argmax_out, .writable = true}};
         gpu_cmd_dispatch(cmd, argmax, b, 2, push, sizeof push, n_rows, 1, 1);
         gpu_cmd_copy(cmd, &m->argmax_out, 0, &m->argmax_readback, 0, (uint64_t)n_rows * 4);
+        m->last_readback_bytes += (uint64_t)n_rows * 4;
     }
+    if (o->topk_k) VKL_TRY(record_topk(m, cmd, n_rows, o));
     if (want_logits)
-        gpu_cmd_copy(cmd, &m->logits, 0, &m->logits_readback, 0, (uint64_t)n_logits * 4);
+        m->last_readback_bytes += record_logits_readback(m, cmd, n_rows, o->logits_rows);
     return VKLLM_OK;
 }
 
 static vkllm_status record_step(exec_model *m, gpu_cmd *cmd, const exec_step_plan *plan,
-                                uint32_t n_rows, bool want_logits, bool want_argmax) {
+                                uint32_t n_rows, const exec_step_outputs *o) {
     const model_config *c = &m->cfg;
     uint32_t T = plan->n_tokens;
     step_inputs in;
@@ -789,17 +845,38 @@ static vkllm_status record_step(exec_model *m, gpu_cmd *cmd, const exec_step_pla
         VKL_TRY(k_scale(m->ctx, cmd, bind(&m->x), bind(&m->x), T * c->n_embd, c->embed_scale));
     for (uint32_t il = 0; il < c->n_layer; il++)
         VKL_TRY(record_layer(m, cmd, il, &in, T));
-    if (n_rows) VKL_TRY(record_head(m, cmd, plan, n_rows, want_logits, want_argmax));
+    if (n_rows) VKL_TRY(record_head(m, cmd, plan, n_rows, o));
     gpu_cmd_timestamp(cmd, "step end");
     return VKLLM_OK;
 }
 
 vkllm_status exec_step(exec_model *m, const exec_step_plan *plan, float *logits, int32_t *argmax) {
+    exec_step_outputs o = {.logits = logits, .argmax = argmax};
+    return exec_step_ex(m, plan, &o);
+}
+
+vkllm_status exec_step_ex(exec_model *m, const exec_step_plan *plan, const exec_step_outputs *o) {
+    static const exec_step_outputs none = {0};
+    if (!o) o = &none;
+    if (o->topk_k && (o->topk_k > K_TOPK_MAX || !o->inv_temperature || !o->topk_ids ||
+                      !o->topk_values || !o->topk_stats))
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "exec_step: topk_k %u needs 1..%u and the inv_temperature, topk_ids, "
+                        "topk_values and topk_stats arrays",
+                        o->topk_k, K_TOPK_MAX);
     VKL_TRY(check_plan_fits(m, plan));
     uint32_t n_rows = exec_plan_logit_rows(plan);
+    if (o->topk_k)
+        for (uint32_t r = 0; r < n_rows; r++)
+            if (!isfinite(o->inv_temperature[r]))
+                return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                                "exec_step: inv_temperature of logits row %u is %g (not finite)", r,
+                                (double)o->inv_temperature[r]);
+    m->stepped = false; /* the logits buffer is being overwritten */
+    m->last_readback_bytes = 0;
     gpu_cmd *cmd;
     VKL_TRY(gpu_cmd_begin(m->ctx, &cmd));
-    vkllm_status s = record_step(m, cmd, plan, n_rows, logits != NULL, argmax != NULL);
+    vkllm_status s = record_step(m, cmd, plan, n_rows, o);
     if (s != VKLLM_OK) {
         /* Submitting an unfinished recording would run half a step; gpu_cmd_submit
          * still frees it, so submit only after recording a barrier-only tail. */
@@ -815,10 +892,42 @@ vkllm_status exec_step(exec_model *m, const exec_step_plan *plan, float *logits,
     const double *ms;
     uint32_t n_ts = gpu_last_timestamps(m->ctx, &labels, &ms);
     m->last_gpu_ms = n_ts >= 2 ? ms[n_ts - 1] - ms[0] : 0;
-    if (logits && n_rows)
-        memcpy(logits, m->logits_readback.mapped, (uint64_t)n_rows * m->cfg.n_vocab * 4);
-    if (argmax && n_rows) memcpy(argmax, m->argmax_readback.mapped, (uint64_t)n_rows * 4);
+    m->stepped = true;
+    m->last_logit_rows = n_rows;
+    if (!n_rows) return VKLLM_OK;
+    uint64_t row_bytes = (uint64_t)m->cfg.n_vocab * 4;
+    if (o->logits)
+        for (uint32_t r = 0; r < n_rows; r++)
+            if (!o->logits_rows || o->logits_rows[r])
+                memcpy((char *)o->logits + r * row_bytes,
+                       (const char *)m->logits_readback.mapped + r * row_bytes, row_bytes);
+    if (o->argmax) memcpy(o->argmax, m->argmax_readback.mapped, (uint64_t)n_rows * 4);
+    if (o->topk_k) {
+        uint64_t list = (uint64_t)n_rows * o->topk_k * 4;
+        const char *rb = m->topk_readback.mapped;
+        memcpy(o->topk_ids, rb, list);
+        memcpy(o->topk_values, rb + list, list);
+        memcpy(o->topk_stats, rb + 2 * list, (uint64_t)n_rows * 16);
+    }
     return VKLLM_OK;
+}
+
+vkllm_status exec_read_logits_row(exec_model *m, uint32_t row, float *out) {
+    if (!m->stepped)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "exec_read_logits_row: no completed step holds logits");
+    if (row >= m->last_logit_rows)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "exec_read_logits_row: row %u beyond the last step's %u logits rows", row,
+                        m->last_logit_rows);
+    uint64_t row_bytes = (uint64_t)m->cfg.n_vocab * 4;
+    VKL_TRY(gpu_download(m->ctx, &m->logits, row * row_bytes, out, row_bytes));
+    m->last_readback_bytes += row_bytes;
+    return VKLLM_OK;
+}
+
+uint64_t exec_last_step_readback_bytes(const exec_model *m) {
+    return m->last_readback_bytes;
 }
 
 vkllm_status exec_apply_kv_ops(exec_model *m, const kv_op *ops, size_t n_ops) {

@@ -56,6 +56,38 @@ void exec_model_memory(const exec_model *model, uint64_t *weights, uint64_t *kv,
 vkllm_status exec_step(exec_model *model, const exec_step_plan *plan, float *logits,
                        int32_t *argmax);
 
+/* What one step returns, per logits row (the rows of plan->seqs with need_logits, in
+ * order; n = exec_plan_logit_rows(plan)). Every output is optional (NULL / 0: not wanted).
+ *   logits [n][n_vocab]: the rows flagged in logits_rows (NULL: every row) are written,
+ *       the others left as they were; only those rows are read back.
+ *   argmax [n]: the greedy token of each row (GPU).
+ *   topk_k (1..K_TOPK_MAX of exec/k_sample.h): the k best logits of every row by k_topk,
+ *       in the same command buffer: topk_ids / topk_values [n][topk_k] and topk_stats
+ *       [n][4], with inv_temperature [n] (1 / T per row; 1 for rows sampled greedily). */
+typedef struct exec_step_outputs {
+    float *logits;
+    const bool *logits_rows;
+    int32_t *argmax;
+    uint32_t topk_k;
+    const float *inv_temperature;
+    int32_t *topk_ids;
+    float *topk_values;
+    float *topk_stats;
+} exec_step_outputs;
+
+/* exec_step with the outputs above. */
+vkllm_status exec_step_ex(exec_model *model, const exec_step_plan *plan,
+                          const exec_step_outputs *outputs);
+
+/* Downloads logits row `row` [n_vocab] of the last step (any row, read back or not: the
+ * device keeps them until the next step), e.g. when sampling from the candidates could
+ * not finish. Errors: no step ran yet, row beyond the last step's logits rows. */
+vkllm_status exec_read_logits_row(exec_model *model, uint32_t row, float *out);
+
+/* Bytes copied from the device to the host by the last step's readbacks plus the
+ * exec_read_logits_row calls since (logits, argmax ids, candidates). */
+uint64_t exec_last_step_readback_bytes(const exec_model *model);
+
 /* Executes the block manager's device work (copy-on-write copies, swap out to and
  * swap in from host blocks), in list order, for every layer's K and V; waits. */
 vkllm_status exec_apply_kv_ops(exec_model *model, const kv_op *ops, size_t n_ops);

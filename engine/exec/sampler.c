@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/splitmix.h"
+
 /* flags[] bits */
 #define FLAG_IN_WINDOW 1u /* token occurs in the repetition window */
 #define FLAG_TOUCHED 2u   /* token is listed in touched[] */
@@ -111,13 +113,6 @@ bool sampler_argmax_suffices(const sampler_params *p) {
 
 /* ---------------------------------------------------------------- RNG */
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t rotl(uint64_t x, int k) {
     return (x << k) | (x >> (64 - k));
 }
@@ -125,7 +120,7 @@ static uint64_t rotl(uint64_t x, int k) {
 void sampler_state_init(sampler_state *state, uint64_t seed) {
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
-        state->s[i] = splitmix64(&x);
+        state->s[i] = vkl_splitmix64(&x);
     /* splitmix64 outputs are a bijection of distinct inputs: four zeros cannot happen,
      * but keep the xoshiro invariant explicit. */
     if (!(state->s[0] | state->s[1] | state->s[2] | state->s[3])) state->s[0] = 1;
@@ -135,9 +130,9 @@ void sampler_state_init(sampler_state *state, uint64_t seed) {
 
 uint64_t sampler_child_seed(uint64_t seed, uint32_t index) {
     uint64_t x = seed ^ 0x5a3c96e1d2b4f807ull;
-    uint64_t a = splitmix64(&x);
+    uint64_t a = vkl_splitmix64(&x);
     uint64_t y = a + (uint64_t)index * 0xd1b54a32d192ed03ull + 1;
-    return splitmix64(&y);
+    return vkl_splitmix64(&y);
 }
 
 uint64_t sampler_rng_next(sampler_state *st) { /* xoshiro256** */

@@ -15,7 +15,8 @@ vkllm_status exec_plan_validate(const exec_step_plan *plan, uint32_t block_size,
                             "step plan: sequence %u covers tokens [%u, +%u) but %u was expected "
                             "next",
                             s, seq->first_token, seq->n_new, next_token);
-        if (seq->n_new > 1) seen_prefill = true;
+        if (seq->n_new > 1)
+            seen_prefill = true;
         else if (seen_prefill)
             return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
                             "step plan: decode sequence %u follows a prefill chunk", s);
@@ -27,8 +28,7 @@ vkllm_status exec_plan_validate(const exec_step_plan *plan, uint32_t block_size,
         if (seq->n_blocks < blocks_needed)
             return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
                             "step plan: sequence %u needs %llu blocks for %u tokens, table has %u",
-                            s, (unsigned long long)blocks_needed, seq->context_len,
-                            seq->n_blocks);
+                            s, (unsigned long long)blocks_needed, seq->context_len, seq->n_blocks);
         for (uint64_t b = 0; b < blocks_needed; b++)
             if (seq->block_table[b] < 0 || (uint32_t)seq->block_table[b] >= num_blocks)
                 return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
@@ -61,12 +61,14 @@ vkllm_status exec_plan_validate(const exec_step_plan *plan, uint32_t block_size,
 
 uint32_t exec_plan_decode_count(const exec_step_plan *plan) {
     uint32_t n = 0;
-    while (n < plan->n_seqs && plan->seqs[n].n_new == 1) n++;
+    while (n < plan->n_seqs && plan->seqs[n].n_new == 1)
+        n++;
     return n;
 }
 
 uint32_t exec_plan_logit_rows(const exec_step_plan *plan) {
     uint32_t n = 0;
-    for (uint32_t s = 0; s < plan->n_seqs; s++) n += plan->seqs[s].need_logits;
+    for (uint32_t s = 0; s < plan->n_seqs; s++)
+        n += plan->seqs[s].need_logits;
     return n;
 }

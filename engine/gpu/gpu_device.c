@@ -31,7 +31,9 @@ static int pin_loaded_object(struct dl_phdr_info *info, size_t size, void *data)
         dlopen(info->dlpi_name, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
     return 0;
 }
-static void pin_driver_objects(void) { dl_iterate_phdr(pin_loaded_object, NULL); }
+static void pin_driver_objects(void) {
+    dl_iterate_phdr(pin_loaded_object, NULL);
+}
 #else
 static void pin_driver_objects(void) {}
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/splitmix.h"
 #include "model/gguf_write.h"
 #include "model/quant.h"
 
@@ -23,10 +24,7 @@ typedef struct synth_rng {
 
 /* splitmix64: one 64-bit state, good statistical quality, fast enough for GBs. */
 static uint64_t rng_next(synth_rng *r) {
-    uint64_t z = (r->state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return vkl_splitmix64(&r->state);
 }
 
 static float rng_unit(synth_rng *r) {

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/splitmix.h"
+#include "exec/k_sample.h"
 #include "sched/sched_group.h"
 #include "sched/sched_plan.h"
 #include "sched/sched_queue.h"
@@ -29,6 +31,14 @@ struct sched_engine {
     sampler_workspace *ws;
     float *logits; /* [max_seqs][n_vocab], allocated on first need */
     int32_t *argmax;
+    /* Per logits row of a step: how it is sampled, its full-row flag for the runner and
+     * 1 / T for k_topk; the candidates [max_seqs][cand_k] and their stats [max_seqs][4]. */
+    uint8_t *row_mode; /* sched_row_mode */
+    bool *row_full;
+    float *inv_temp;
+    int32_t *cand_ids;
+    float *cand_values, *cand_stats;
+    uint32_t cand_k;
     sched_queue done; /* finished this step, freed at its end */
     char *text;       /* event text scratch */
     size_t text_cap;
@@ -45,20 +55,22 @@ struct sched_engine {
     uint64_t prompt_tokens_total, generation_tokens_total, steps_total;
     uint64_t forward_tokens, prefill_tokens, decode_tokens;
     uint32_t last_step_tokens, last_step_seqs;
+    uint64_t rows_argmax, rows_candidates, rows_full, rows_fallback;
+    uint64_t readback_bytes, last_step_readback_bytes;
 };
+
+/* How one logits row of a step is sampled (see run_batch). */
+typedef enum sched_row_mode {
+    SCHED_ROW_ARGMAX,     /* greedy without logits: the GPU argmax id only */
+    SCHED_ROW_CANDIDATES, /* the GPU top-k candidates; the full row on demand */
+    SCHED_ROW_FULL,       /* the whole row read back with the step */
+} sched_row_mode;
 
 void sched_config_default(sched_config *c) {
     memset(c, 0, sizeof *c);
     c->preempt_mode = SCHED_PREEMPT_RECOMPUTE;
     c->watermark_blocks = SCHED_WATERMARK_AUTO;
     c->enable_prefix_caching = true;
-}
-
-static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 static uint32_t min_u32(uint32_t a, uint32_t b) {
@@ -104,9 +116,25 @@ vkllm_status sched_engine_create(exec_model *model, const model_config *cfg,
                     .enable_prefix_caching = c.enable_prefix_caching};
     vkllm_status st = kv_manager_create(&kc, &e->sched.kv);
     if (st == VKLLM_OK) st = sampler_workspace_create(cfg->n_vocab, &e->ws);
+    /* k of the GPU candidates: 256 at most (k_topk), and few enough against the
+     * vocabulary that k ids + k values read back less than the row. */
+    uint32_t k = c.sample_candidates ? c.sample_candidates : cfg->n_vocab / 4;
+    if (k > K_TOPK_MAX) k = K_TOPK_MAX;
+    if (k > cfg->n_vocab) k = cfg->n_vocab;
+    e->cand_k = k ? k : 1;
     if (st == VKLLM_OK) {
-        e->argmax = malloc(o->max_seqs * sizeof *e->argmax);
-        if (!e->argmax) st = vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched engine: argmax");
+        size_t S = o->max_seqs;
+        e->argmax = malloc(S * sizeof *e->argmax);
+        e->row_mode = malloc(S * sizeof *e->row_mode);
+        e->row_full = malloc(S * sizeof *e->row_full);
+        e->inv_temp = malloc(S * sizeof *e->inv_temp);
+        e->cand_ids = malloc(S * e->cand_k * sizeof *e->cand_ids);
+        e->cand_values = malloc(S * e->cand_k * sizeof *e->cand_values);
+        e->cand_stats = malloc(S * 4 * sizeof *e->cand_stats);
+        if (!e->argmax || !e->row_mode || !e->row_full || !e->inv_temp || !e->cand_ids ||
+            !e->cand_values || !e->cand_stats)
+            st = vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY,
+                          "sched engine: per-row sampling arrays for %zu rows", S);
     }
     if (st != VKLLM_OK) {
         sched_engine_destroy(e);
@@ -138,6 +166,12 @@ void sched_engine_destroy(sched_engine *e) {
     sampler_workspace_free(e->ws);
     free(e->logits);
     free(e->argmax);
+    free(e->row_mode);
+    free(e->row_full);
+    free(e->inv_temp);
+    free(e->cand_ids);
+    free(e->cand_values);
+    free(e->cand_stats);
     free(e->text);
     free(e->eog_ids);
     free(e);
@@ -278,7 +312,7 @@ vkllm_status sched_engine_add(sched_engine *e, const sched_request *req) {
     if (c->max_waiting && e->sched.waiting.count >= c->max_waiting)
         return vkl_fail(VKLLM_ERR_BUSY, "request %llu: %zu requests already wait (max_waiting %u)",
                         id, e->sched.waiting.count, c->max_waiting);
-    uint64_t seed = req->sampling.has_seed ? req->sampling.seed : splitmix64(&e->seed_state);
+    uint64_t seed = req->sampling.has_seed ? req->sampling.seed : vkl_splitmix64(&e->seed_state);
     sched_group *g;
     VKL_TRY(sched_group_create(req, e->tok, seed, e->arrival, &g));
     st = beam ? attach_beam(e, req, g) : VKLLM_OK;
@@ -497,11 +531,49 @@ static vkllm_status accept_token(sched_engine *e, sched_seq *q, const sampler_re
     return VKLLM_OK;
 }
 
-static vkllm_status sample_seq(sched_engine *e, sched_seq *q, const float *row, int32_t argmax,
-                               sampler_result *r) {
+/* What the step returned for one logits row. */
+typedef struct sched_row {
+    uint32_t index; /* logits row of the step */
+    sched_row_mode mode;
+    const float *full; /* the row's logits: read with the step, or fetched on demand */
+    int32_t argmax;
+} sched_row;
+
+static vkllm_status ensure_logits(sched_engine *e) {
+    if (e->logits) return VKLLM_OK;
+    const exec_options *o = exec_model_options(e->model);
+    e->logits = malloc((size_t)o->max_seqs * e->cfg->n_vocab * sizeof *e->logits);
+    if (!e->logits)
+        return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched: logits of %u rows", o->max_seqs);
+    return VKLLM_OK;
+}
+
+static vkllm_status sample_seq(sched_engine *e, sched_seq *q, sched_row *row, sampler_result *r) {
     const sched_group *g = q->group;
-    if (!row) return sampler_accept_argmax(&g->params, argmax, e->cfg->n_vocab, r);
-    return sampler_sample(&g->params, &q->rng, e->ws, row, e->cfg->n_vocab, q->tokens, q->n_tokens,
+    uint32_t n_vocab = e->cfg->n_vocab;
+    if (row->mode == SCHED_ROW_ARGMAX)
+        return sampler_accept_argmax(&g->params, row->argmax, n_vocab, r);
+    if (!row->full) { /* SCHED_ROW_CANDIDATES, the row not fetched yet */
+        size_t at = (size_t)row->index * e->cand_k;
+        const float *stats = e->cand_stats + (size_t)row->index * 4;
+        sampler_candidates c = {.ids = e->cand_ids + at,
+                                .values = e->cand_values + at,
+                                .k = e->cand_k,
+                                .row_max = stats[0],
+                                .sum_exp = stats[1],
+                                .sum_exp_temp = stats[2]};
+        bool complete;
+        VKL_TRY(sampler_sample_candidates(&g->params, &q->rng, &c, n_vocab, r, &complete));
+        if (complete) return VKLLM_OK;
+        /* The kept set or the draw reaches past the candidates: the full row, from the
+         * device (the runner keeps the step's logits); the RNG has not moved. */
+        VKL_TRY(ensure_logits(e));
+        float *dst = e->logits + (size_t)row->index * n_vocab;
+        VKL_TRY(exec_read_logits_row(e->model, row->index, dst));
+        row->full = dst;
+        e->rows_fallback++;
+    }
+    return sampler_sample(&g->params, &q->rng, e->ws, row->full, n_vocab, q->tokens, q->n_tokens,
                           g->n_prompt, r);
 }
 
@@ -593,12 +665,12 @@ static void cut_beam_short(sched_engine *e, sched_group *g) {
     b->count = kept;
 }
 
-/* Samples after an entry whose last token's logits are in `row` (NULL: argmax only). */
-static void process_row(sched_engine *e, sched_seq *q, const float *row, int32_t argmax) {
+/* Samples after an entry whose last token's logits `row` describes. */
+static void process_row(sched_engine *e, sched_seq *q, sched_row *row) {
     sched_group *g = q->group;
     if (g->state == SCHED_GROUP_DONE || g->cancel_pending || q->finished) return;
     if (g->beam) {
-        process_beam_row(e, q, row);
+        process_beam_row(e, q, row->full);
         return;
     }
     vkllm_status st = VKLLM_OK;
@@ -606,12 +678,12 @@ static void process_row(sched_engine *e, sched_seq *q, const float *row, int32_t
         st = fork_children(e, g);
         for (uint32_t k = 0; st == VKLLM_OK && k < g->n_seqs; k++) {
             sampler_result r;
-            st = sample_seq(e, &g->seqs[k], row, argmax, &r);
+            st = sample_seq(e, &g->seqs[k], row, &r);
             if (st == VKLLM_OK) st = accept_token(e, &g->seqs[k], &r);
         }
     } else {
         sampler_result r;
-        st = sample_seq(e, q, row, argmax, &r);
+        st = sample_seq(e, q, row, &r);
         if (st == VKLLM_OK) st = accept_token(e, q, &r);
     }
     if (st != VKLLM_OK && g->state != SCHED_GROUP_DONE)
@@ -629,13 +701,50 @@ static void fail_batch(sched_engine *e, vkllm_status st) {
     }
 }
 
-static bool batch_needs_logits(const sched_engine *e) {
+/* Beams read whole rows (they rank every token); greedy rows need only the argmax;
+ * other rows the candidates when their parameters allow, else the whole row. */
+static sched_row_mode row_mode_of(const sched_engine *e, const sched_group *g) {
+    if (g->beam) return SCHED_ROW_FULL;
+    if (sampler_argmax_suffices(&g->params)) return SCHED_ROW_ARGMAX;
+    if (!e->sched.config.full_row_sampling && sampler_candidates_usable(&g->params, e->cand_k))
+        return SCHED_ROW_CANDIDATES;
+    return SCHED_ROW_FULL;
+}
+
+/* Fills the per-row arrays of the step and the runner's outputs. */
+static vkllm_status plan_outputs(sched_engine *e, exec_step_outputs *o) {
+    memset(o, 0, sizeof *o);
+    bool any_full = false, any_argmax = false, any_candidates = false;
+    uint32_t row = 0;
     for (size_t i = 0; i < e->batch.count; i++) {
         const sched_entry *en = &e->batch.entries[i];
+        if (!en->need_logits) continue;
         const sched_group *g = en->seq->group;
-        if (en->need_logits && (g->beam || !sampler_argmax_suffices(&g->params))) return true;
+        sched_row_mode mode = row_mode_of(e, g);
+        e->row_mode[row] = (uint8_t)mode;
+        e->row_full[row] = mode == SCHED_ROW_FULL;
+        bool greedy = sampler_is_greedy(&g->params);
+        e->inv_temp[row] =
+            mode == SCHED_ROW_CANDIDATES && !greedy ? 1.0f / g->params.temperature : 1.0f;
+        any_full |= mode == SCHED_ROW_FULL;
+        any_argmax |= mode == SCHED_ROW_ARGMAX;
+        any_candidates |= mode == SCHED_ROW_CANDIDATES;
+        row++;
     }
-    return false;
+    if (any_full) {
+        VKL_TRY(ensure_logits(e));
+        o->logits = e->logits;
+        o->logits_rows = e->row_full;
+    }
+    if (any_argmax) o->argmax = e->argmax;
+    if (any_candidates) {
+        o->topk_k = e->cand_k;
+        o->inv_temperature = e->inv_temp;
+        o->topk_ids = e->cand_ids;
+        o->topk_values = e->cand_values;
+        o->topk_stats = e->cand_stats;
+    }
+    return VKLLM_OK;
 }
 
 static vkllm_status run_batch(sched_engine *e) {
@@ -644,18 +753,9 @@ static vkllm_status run_batch(sched_engine *e) {
     kv_ops_clear(&b->ops);
     if (b->count == 0) return VKLLM_OK;
     VKL_TRY(sched_plan_build(&e->plan, b, e->sched.kv));
-    float *logits = NULL;
-    if (batch_needs_logits(e)) {
-        if (!e->logits) {
-            const exec_options *o = exec_model_options(e->model);
-            e->logits = malloc((size_t)o->max_seqs * e->cfg->n_vocab * sizeof *e->logits);
-            if (!e->logits)
-                return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "sched: logits of %u rows",
-                                o->max_seqs);
-        }
-        logits = e->logits;
-    }
-    VKL_TRY(exec_step(e->model, &e->plan.plan, logits, e->argmax));
+    exec_step_outputs outputs;
+    VKL_TRY(plan_outputs(e, &outputs));
+    VKL_TRY(exec_step_ex(e->model, &e->plan.plan, &outputs));
 
     e->steps_total++;
     e->last_step_tokens = e->plan.plan.n_tokens;
@@ -675,10 +775,18 @@ static vkllm_status run_batch(sched_engine *e) {
     for (size_t i = 0; i < b->count; i++) {
         sched_entry *en = &b->entries[i];
         if (!en->need_logits) continue;
-        const float *r = logits ? logits + (size_t)row * e->cfg->n_vocab : NULL;
-        process_row(e, en->seq, r, e->argmax[row]);
+        sched_row r = {.index = row, .mode = (sched_row_mode)e->row_mode[row]};
+        if (r.mode == SCHED_ROW_FULL) r.full = e->logits + (size_t)row * e->cfg->n_vocab;
+        if (r.mode == SCHED_ROW_ARGMAX) r.argmax = e->argmax[row];
+        e->rows_argmax += r.mode == SCHED_ROW_ARGMAX;
+        e->rows_candidates += r.mode == SCHED_ROW_CANDIDATES;
+        e->rows_full += r.mode == SCHED_ROW_FULL;
+        process_row(e, en->seq, &r);
         row++;
     }
+    /* after the rows: fallback reads of this step's logits count too */
+    e->last_step_readback_bytes = exec_last_step_readback_bytes(e->model);
+    e->readback_bytes += e->last_step_readback_bytes;
     return VKLLM_OK;
 }
 
@@ -760,4 +868,10 @@ void sched_engine_stats(const sched_engine *e, sched_stats *out) {
     out->requests_rejected = e->requests_rejected;
     out->last_step_tokens = e->last_step_tokens;
     out->last_step_seqs = e->last_step_seqs;
+    out->rows_argmax_total = e->rows_argmax;
+    out->rows_candidates_total = e->rows_candidates;
+    out->rows_full_total = e->rows_full;
+    out->rows_fallback_total = e->rows_fallback;
+    out->readback_bytes_total = e->readback_bytes;
+    out->last_step_readback_bytes = e->last_step_readback_bytes;
 }

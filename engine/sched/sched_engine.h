@@ -76,6 +76,13 @@ typedef struct sched_config {
     bool enable_prefix_caching;
     uint64_t model_key; /* model identity folded into block hashes */
     uint64_t seed;      /* draws the seeds of requests without has_seed */
+    /* Sampled rows whose parameters allow it (sampler_candidates_usable) read back only
+     * the k best logits found on the GPU (exec/k_sample.h), the full row only when the
+     * candidates do not settle the draw. sample_candidates is k (0: automatic, 256 or
+     * n_vocab / 4 when smaller); full_row_sampling turns the path off (every sampled row
+     * reads its whole row back; A/B tests). */
+    uint32_t sample_candidates;
+    bool full_row_sampling;
 } sched_config;
 
 /* Defaults: everything from the runner, no waiting limit, recompute, watermark auto,
@@ -125,6 +132,12 @@ typedef struct sched_stats {
     uint64_t preemptions_recompute, preemptions_swap;
     uint64_t requests_rejected; /* refused after being queued (can never fit) */
     uint32_t last_step_tokens, last_step_seqs;
+    /* Logits rows by how they were sampled: GPU argmax, GPU candidates, the full row read
+     * back with the step, and candidate rows that then needed their full row (fallback,
+     * also counted in rows_candidates_total). */
+    uint64_t rows_argmax_total, rows_candidates_total, rows_full_total, rows_fallback_total;
+    uint64_t readback_bytes_total;     /* device -> host bytes of every step's outputs */
+    uint64_t last_step_readback_bytes; /* of the last step (fallback rows included) */
     kv_stats kv;
 } sched_stats;
 

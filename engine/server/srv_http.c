@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/splitmix.h"
 #include "server/srv_chat_page.h"
 #include "server/srv_internal.h"
 #include "server/srv_job.h"
@@ -46,10 +47,7 @@ void srv_make_id(const char *prefix, char *out, size_t size) {
     }
     uint64_t x = atomic_fetch_add(&counter, 1) + salt;
     /* splitmix64: distinct counters give distinct, scrambled ids */
-    uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    uint64_t z = vkl_splitmix64(&x);
     snprintf(out, size, "%s%016llx%08llx", prefix, (unsigned long long)z,
              (unsigned long long)(x & 0xffffffffu));
 }

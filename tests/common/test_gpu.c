@@ -57,7 +57,9 @@ void test_gpu_read(const gpu_buffer *buffer, void *out, uint64_t size) {
     cr_assert(status == VKLLM_OK, "gpu_download: %s", vkllm_last_error());
 }
 
-void test_gpu_free(gpu_buffer *buffer) { gpu_buffer_destroy(test_gpu(), buffer); }
+void test_gpu_free(gpu_buffer *buffer) {
+    gpu_buffer_destroy(test_gpu(), buffer);
+}
 
 gpu_pipeline *test_gpu_pipeline(const gpu_pipeline_desc *desc) {
     gpu_pipeline *pipeline = NULL;

@@ -36,12 +36,14 @@ uint32_t test_rng_below(test_rng *rng, uint32_t n) {
 }
 
 void test_fill_uniform(test_rng *rng, float *x, size_t n, float lo, float hi) {
-    for (size_t i = 0; i < n; i++) x[i] = test_rng_uniform(rng, lo, hi);
+    for (size_t i = 0; i < n; i++)
+        x[i] = test_rng_uniform(rng, lo, hi);
 }
 
 void test_poison(void *x, size_t n_words) {
     uint32_t *w = x;
-    for (size_t i = 0; i < n_words; i++) w[i] = TEST_POISON_WORD;
+    for (size_t i = 0; i < n_words; i++)
+        w[i] = TEST_POISON_WORD;
 }
 
 long test_first_nonfinite(const float *out, size_t n) {
@@ -92,8 +94,10 @@ float test_f16_to_f32(uint16_t h) {
         float f = ldexpf((float)mant, -24);
         return sign ? -f : f;
     }
-    if (exp == 31) x = sign | 0x7f800000u | (mant << 13);
-    else x = sign | ((exp + 112) << 23) | (mant << 13);
+    if (exp == 31)
+        x = sign | 0x7f800000u | (mant << 13);
+    else
+        x = sign | ((exp + 112) << 23) | (mant << 13);
     float f;
     memcpy(&f, &x, 4);
     return f;

@@ -208,6 +208,31 @@ static void tp_sample_kv(tp_run *r, double t) {
     if (usage > res->peak_kv_usage) res->peak_kv_usage = usage;
 }
 
+/* Plans the next prefill chunk of request idx into the step: as many of its pending prompt
+ * tokens as the step's token budget leaves room for; logits only when it is the last chunk. */
+static void tp_plan_prefill_chunk(tp_run *r, uint32_t idx, uint32_t *n_tokens_io,
+                                  uint32_t *n_seqs_io) {
+    uint32_t n_tokens = *n_tokens_io, n_seqs = *n_seqs_io;
+    tp_request *q = &r->reqs[idx];
+    uint32_t chunk = q->n_tokens - q->n_computed;
+    if (chunk > r->max_tokens - n_tokens) chunk = r->max_tokens - n_tokens;
+    for (uint32_t k = 0; k < chunk; k++) {
+        uint32_t pos = q->n_computed + k;
+        r->tokens[n_tokens + k] = q->tokens[pos];
+        r->positions[n_tokens + k] = (int32_t)pos;
+        r->slots[n_tokens + k] = tp_slot(r, q, pos);
+    }
+    uint32_t ctx = q->n_computed + chunk;
+    r->seqs[n_seqs] = (exec_seq_plan){.first_token = n_tokens,
+                                      .n_new = chunk,
+                                      .context_len = ctx,
+                                      .need_logits = ctx == q->n_tokens};
+    r->step_req[n_seqs++] = idx;
+    n_tokens += chunk;
+    *n_tokens_io = n_tokens;
+    *n_seqs_io = n_seqs;
+}
+
 /* Schedules and runs one step. false on a failure (message printed). */
 static bool tp_step(tp_run *r, double t0) {
     uint32_t n_seqs = 0, n_tokens = 0;
@@ -270,21 +295,7 @@ static bool tp_step(tp_run *r, double t0) {
         tp_request *q = &r->reqs[idx];
         bool decode = q->n_tokens - q->n_computed == 1 && q->n_computed > 0;
         if (decode) continue;
-        uint32_t chunk = q->n_tokens - q->n_computed;
-        if (chunk > r->max_tokens - n_tokens) chunk = r->max_tokens - n_tokens;
-        for (uint32_t k = 0; k < chunk; k++) {
-            uint32_t pos = q->n_computed + k;
-            r->tokens[n_tokens + k] = q->tokens[pos];
-            r->positions[n_tokens + k] = (int32_t)pos;
-            r->slots[n_tokens + k] = tp_slot(r, q, pos);
-        }
-        uint32_t ctx = q->n_computed + chunk;
-        r->seqs[n_seqs] = (exec_seq_plan){.first_token = n_tokens,
-                                          .n_new = chunk,
-                                          .context_len = ctx,
-                                          .need_logits = ctx == q->n_tokens};
-        r->step_req[n_seqs++] = idx;
-        n_tokens += chunk;
+        tp_plan_prefill_chunk(r, idx, &n_tokens, &n_seqs);
     }
     while (r->mode == TP_CONTINUOUS && r->wait_head < r->wait_tail && n_tokens < r->max_tokens &&
            n_seqs < r->max_seqs && r->n_running < r->max_seqs) {
@@ -298,22 +309,7 @@ static bool tp_step(tp_run *r, double t0) {
             continue;
         }
         r->wait_head++;
-        tp_request *q = &r->reqs[idx];
-        uint32_t chunk = q->n_tokens - q->n_computed;
-        if (chunk > r->max_tokens - n_tokens) chunk = r->max_tokens - n_tokens;
-        for (uint32_t k = 0; k < chunk; k++) {
-            uint32_t pos = q->n_computed + k;
-            r->tokens[n_tokens + k] = q->tokens[pos];
-            r->positions[n_tokens + k] = (int32_t)pos;
-            r->slots[n_tokens + k] = tp_slot(r, q, pos);
-        }
-        uint32_t ctx = q->n_computed + chunk;
-        r->seqs[n_seqs] = (exec_seq_plan){.first_token = n_tokens,
-                                          .n_new = chunk,
-                                          .context_len = ctx,
-                                          .need_logits = ctx == q->n_tokens};
-        r->step_req[n_seqs++] = idx;
-        n_tokens += chunk;
+        tp_plan_prefill_chunk(r, idx, &n_tokens, &n_seqs);
     }
     if (n_seqs == 0) return true; /* nothing runnable (cannot happen with work left) */
     /* The runner wants decode sequences (n_new == 1) first: a 1-token prefill chunk is a

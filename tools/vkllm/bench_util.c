@@ -221,8 +221,22 @@ bool bench_parse_bytes(const char *cmd, const char *opt, const char *s, uint64_t
     return true;
 }
 
-bool bench_parse_u32_list(const char *cmd, const char *opt, const char *s, uint32_t *out,
-                          size_t max, size_t *n) {
+/* One parsed entry of a comma-separated list: stores tok as element i of out. */
+typedef bool (*list_entry_parser)(const char *cmd, const char *opt, const char *tok, void *out,
+                                  size_t i);
+
+static bool parse_u32_entry(const char *cmd, const char *opt, const char *tok, void *out,
+                            size_t i) {
+    return bench_parse_u32(cmd, opt, tok, &((uint32_t *)out)[i]);
+}
+
+static bool parse_f64_entry(const char *cmd, const char *opt, const char *tok, void *out,
+                            size_t i) {
+    return bench_parse_f64(cmd, opt, tok, &((double *)out)[i]);
+}
+
+static bool parse_list(const char *cmd, const char *opt, const char *s, list_entry_parser parse,
+                       void *out, size_t max, size_t *n) {
     char buf[512];
     snprintf(buf, sizeof buf, "%s", s);
     *n = 0;
@@ -232,7 +246,7 @@ bool bench_parse_u32_list(const char *cmd, const char *opt, const char *s, uint3
             fprintf(stderr, "vkllm bench %s: %s takes at most %zu values\n", cmd, opt, max);
             return false;
         }
-        if (!bench_parse_u32(cmd, opt, tok, &out[*n])) return false;
+        if (!parse(cmd, opt, tok, out, *n)) return false;
         (*n)++;
     }
     if (*n == 0) {
@@ -242,25 +256,14 @@ bool bench_parse_u32_list(const char *cmd, const char *opt, const char *s, uint3
     return true;
 }
 
+bool bench_parse_u32_list(const char *cmd, const char *opt, const char *s, uint32_t *out,
+                          size_t max, size_t *n) {
+    return parse_list(cmd, opt, s, parse_u32_entry, out, max, n);
+}
+
 bool bench_parse_f64_list(const char *cmd, const char *opt, const char *s, double *out, size_t max,
                           size_t *n) {
-    char buf[512];
-    snprintf(buf, sizeof buf, "%s", s);
-    *n = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
-        if (*n >= max) {
-            fprintf(stderr, "vkllm bench %s: %s takes at most %zu values\n", cmd, opt, max);
-            return false;
-        }
-        if (!bench_parse_f64(cmd, opt, tok, &out[*n])) return false;
-        (*n)++;
-    }
-    if (*n == 0) {
-        fprintf(stderr, "vkllm bench %s: %s needs at least one value\n", cmd, opt);
-        return false;
-    }
-    return true;
+    return parse_list(cmd, opt, s, parse_f64_entry, out, max, n);
 }
 
 void bench_print_device(const gpu_features *f) {

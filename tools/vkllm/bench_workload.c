@@ -11,16 +11,14 @@
 #include <math.h>
 
 #include "bench.h"
+#include "common/splitmix.h"
 
 #define WL_PROMPT_MEAN 161.0
 #define WL_OUTPUT_MEAN 338.0
 #define WL_SIGMA 1.0
 
 uint64_t bench_rng_next(bench_rng *r) {
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return vkl_splitmix64(&r->s);
 }
 
 double bench_rng_uniform(bench_rng *r) {

@@ -143,6 +143,16 @@ static bool file_exists(const char *path) {
     return access(path, R_OK) == 0;
 }
 
+bool cli_exe_dir(char *dir, size_t cap) {
+    if (cap < 2) return false;
+    ssize_t n = readlink("/proc/self/exe", dir, cap - 1);
+    if (n <= 0) return false;
+    dir[n] = '\0';
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    return true;
+}
+
 bool cli_find_model(const cli_common *c, const char *cmd, char *path, size_t cap) {
     if (c->model) {
         if (!file_exists(c->model)) {
@@ -164,12 +174,8 @@ bool cli_find_model(const cli_common *c, const char *cmd, char *path, size_t cap
     snprintf(path, cap, "models/%s", CLI_DEFAULT_MODEL_FILE);
     if (file_exists(path)) return true;
     char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     char beside[PATH_MAX + 64] = "";
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) *slash = '\0';
+    if (cli_exe_dir(exe, sizeof exe)) {
         snprintf(beside, sizeof beside, "%s/../models/%s", exe, CLI_DEFAULT_MODEL_FILE);
         if (file_exists(beside)) {
             snprintf(path, cap, "%s", beside);

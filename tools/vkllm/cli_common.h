@@ -34,6 +34,10 @@ int cli_common_parse(cli_common *c, const char *cmd, int argc, char **argv, int 
 /* Usage lines of the common flags. */
 void cli_common_usage(FILE *out);
 
+/* The directory holding the running executable (from /proc/self/exe) into dir; false when
+ * it cannot be read. Defaults that live in the source tree are also looked for from it. */
+bool cli_exe_dir(char *dir, size_t cap);
+
 /* The model path: -m if given, else $VKLLM_MODEL, ./models/<default>, then
  * <dir of the executable>/../models/<default>. Prints an error (naming the places looked
  * at and tools/fetch_model.sh) and returns false when none exists. */

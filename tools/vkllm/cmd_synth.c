@@ -1,10 +1,13 @@
 /* cmd_synth.c: `vkllm synth`: writes a synthetic GGUF model with seeded random weights
  * (engine/model/synth.h) for tests and benchmarks. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "cli_common.h"
 #include "model/synth.h"
 
 #ifndef VKLLM_DEFAULT_TOKENIZER_DIR
@@ -28,9 +31,34 @@ static void synth_usage(FILE *out) {
             "  --window N         gemma3 sliding window (default 16; presets set their own)\n"
             "  --rope-base F      rope.freq_base\n"
             "  --tokenizer PATH   GGUF whose tokenizer.* keys are copied (default\n"
-            "                     %s/llama3-bpe-tiny.gguf, spm-tiny.gguf for gemma3);\n"
+            "                     %s/llama3-bpe-tiny.gguf, spm-tiny.gguf for gemma3,\n"
+            "                     also looked for in <dir of vkllm>/../%s);\n"
             "                     'none' writes no tokenizer (then --vocab is required)\n",
-            VKLLM_DEFAULT_TOKENIZER_DIR);
+            VKLLM_DEFAULT_TOKENIZER_DIR, VKLLM_DEFAULT_TOKENIZER_DIR);
+}
+
+/* The default tokenizer `file`: VKLLM_DEFAULT_TOKENIZER_DIR relative to the current directory
+ * (the repository root), then relative to the executable's parent (a build tree inside the
+ * repository). Prints an error naming both places and --tokenizer when neither exists. */
+static bool find_default_tokenizer(const char *file, char *path, size_t cap) {
+    snprintf(path, cap, "%s/%s", VKLLM_DEFAULT_TOKENIZER_DIR, file);
+    if (access(path, R_OK) == 0) return true;
+    char exe[PATH_MAX];
+    char beside[PATH_MAX + 128] = "";
+    if (cli_exe_dir(exe, sizeof exe)) {
+        snprintf(beside, sizeof beside, "%s/../%s/%s", exe, VKLLM_DEFAULT_TOKENIZER_DIR, file);
+        if (access(beside, R_OK) == 0) {
+            snprintf(path, cap, "%s", beside);
+            return true;
+        }
+    }
+    fprintf(stderr,
+            "vkllm synth: the default tokenizer %s was not found.\n"
+            "  looked for: ./%s/%s%s%s\n"
+            "  pass --tokenizer PATH.gguf (a GGUF with tokenizer.* keys), or --tokenizer none "
+            "with --vocab N\n",
+            file, VKLLM_DEFAULT_TOKENIZER_DIR, file, beside[0] ? ", " : "", beside);
+    return false;
 }
 
 static int parse_u32(const char *opt, const char *s, uint32_t *out) {
@@ -141,10 +169,10 @@ int cmd_synth(int argc, char **argv) {
         return 2;
     }
     if (tied_given) p.tied_output = tied;
-    char default_tok[512];
+    char default_tok[PATH_MAX + 128];
     if (!tokenizer) {
-        snprintf(default_tok, sizeof default_tok, "%s/%s", VKLLM_DEFAULT_TOKENIZER_DIR,
-                 p.arch == MODEL_ARCH_GEMMA3 ? "spm-tiny.gguf" : "llama3-bpe-tiny.gguf");
+        const char *file = p.arch == MODEL_ARCH_GEMMA3 ? "spm-tiny.gguf" : "llama3-bpe-tiny.gguf";
+        if (!find_default_tokenizer(file, default_tok, sizeof default_tok)) return 1;
         tokenizer = default_tok;
     }
     if (strcmp(tokenizer, "none")) p.tokenizer_path = tokenizer;
