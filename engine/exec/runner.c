@@ -57,6 +57,55 @@ typedef struct exec_layer {
     gpu_buffer k_host, v_host; /* swap space: num_host_blocks blocks each */
 } exec_layer;
 
+/* The tensors of a layer as the file has them, and the device slots of a layer in the
+ * same order followed by the stacked ones; upload pairs the first LAYER_FILE_TENSORS
+ * entries, destroy frees all LAYER_SLOTS. */
+enum { LAYER_FILE_TENSORS = 16, LAYER_SLOTS = LAYER_FILE_TENSORS + 4 };
+
+static void layer_sources(const model_layer_weights *w, const gguf_tensor **out) {
+    const gguf_tensor *all[LAYER_FILE_TENSORS] = {w->attn_norm,
+                                                  w->wq,
+                                                  w->wk,
+                                                  w->wv,
+                                                  w->bq,
+                                                  w->bk,
+                                                  w->bv,
+                                                  w->q_norm,
+                                                  w->k_norm,
+                                                  w->wo,
+                                                  w->post_attn_norm,
+                                                  w->ffn_norm,
+                                                  w->ffn_gate,
+                                                  w->ffn_up,
+                                                  w->ffn_down,
+                                                  w->post_ffw_norm};
+    memcpy(out, all, sizeof all);
+}
+
+static void layer_slots(exec_layer *l, exec_tensor **out) {
+    exec_tensor *all[LAYER_SLOTS] = {&l->attn_norm,
+                                     &l->wq,
+                                     &l->wk,
+                                     &l->wv,
+                                     &l->bq,
+                                     &l->bk,
+                                     &l->bv,
+                                     &l->q_norm,
+                                     &l->k_norm,
+                                     &l->wo,
+                                     &l->post_attn_norm,
+                                     &l->ffn_norm,
+                                     &l->ffn_gate,
+                                     &l->ffn_up,
+                                     &l->ffn_down,
+                                     &l->post_ffw_norm,
+                                     &l->wqkv,
+                                     &l->bqkv,
+                                     &l->qk_norm,
+                                     &l->ffn_gate_up};
+    memcpy(out, all, sizeof all);
+}
+
 struct exec_model {
     gpu_context *ctx;
     model_config cfg;
@@ -210,39 +259,11 @@ static vkllm_status upload_weights(exec_model *m, const model_weights *w) {
     for (uint32_t il = 0; il < m->cfg.n_layer; il++) {
         const model_layer_weights *lw = &w->layers[il];
         exec_layer *l = &m->layers[il];
-        const gguf_tensor *src[] = {lw->attn_norm,
-                                    lw->wq,
-                                    lw->wk,
-                                    lw->wv,
-                                    lw->bq,
-                                    lw->bk,
-                                    lw->bv,
-                                    lw->q_norm,
-                                    lw->k_norm,
-                                    lw->wo,
-                                    lw->post_attn_norm,
-                                    lw->ffn_norm,
-                                    lw->ffn_gate,
-                                    lw->ffn_up,
-                                    lw->ffn_down,
-                                    lw->post_ffw_norm};
-        exec_tensor *dst[] = {&l->attn_norm,
-                              &l->wq,
-                              &l->wk,
-                              &l->wv,
-                              &l->bq,
-                              &l->bk,
-                              &l->bv,
-                              &l->q_norm,
-                              &l->k_norm,
-                              &l->wo,
-                              &l->post_attn_norm,
-                              &l->ffn_norm,
-                              &l->ffn_gate,
-                              &l->ffn_up,
-                              &l->ffn_down,
-                              &l->post_ffw_norm};
-        for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
+        const gguf_tensor *src[LAYER_FILE_TENSORS];
+        exec_tensor *dst[LAYER_SLOTS];
+        layer_sources(lw, src);
+        layer_slots(l, dst);
+        for (size_t i = 0; i < LAYER_FILE_TENSORS; i++) {
             if (!src[i]) continue;
             if (src[i]->n_dims >= 2 && !k_matmul_type_supported(src[i]->type))
                 return vkl_fail(VKLLM_ERR_UNSUPPORTED,
@@ -251,7 +272,7 @@ static vkllm_status upload_weights(exec_model *m, const model_weights *w) {
                                 ggml_type_get_info(src[i]->type).name);
         }
         VKL_TRY(upload_fused(m, lw, l));
-        for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
+        for (size_t i = 0; i < LAYER_FILE_TENSORS; i++) {
             if (!src[i] || dst[i]->present || fused_part(l, dst[i])) continue;
             VKL_TRY(upload_tensor(m, src[i], dst[i]));
         }
@@ -432,27 +453,9 @@ void exec_model_destroy(exec_model *m) {
     free_tensor(ctx, &m->rope_freqs);
     for (uint32_t il = 0; il < m->cfg.n_layer; il++) {
         exec_layer *l = &m->layers[il];
-        exec_tensor *all[] = {&l->attn_norm,
-                              &l->wq,
-                              &l->wk,
-                              &l->wv,
-                              &l->bq,
-                              &l->bk,
-                              &l->bv,
-                              &l->q_norm,
-                              &l->k_norm,
-                              &l->wo,
-                              &l->post_attn_norm,
-                              &l->ffn_norm,
-                              &l->ffn_gate,
-                              &l->ffn_up,
-                              &l->ffn_down,
-                              &l->post_ffw_norm,
-                              &l->wqkv,
-                              &l->bqkv,
-                              &l->qk_norm,
-                              &l->ffn_gate_up};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        exec_tensor *all[LAYER_SLOTS];
+        layer_slots(l, all);
+        for (size_t i = 0; i < LAYER_SLOTS; i++)
             free_tensor(ctx, all[i]);
         if (l->k_cache.handle) gpu_buffer_destroy(ctx, &l->k_cache);
         if (l->v_cache.handle) gpu_buffer_destroy(ctx, &l->v_cache);
