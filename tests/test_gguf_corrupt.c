@@ -517,3 +517,15 @@ Test(gguf_corrupt, open_errors) {
     cr_assert(strstr(vkllm_last_error(), "not a regular file"), "%s", vkllm_last_error());
     cr_assert_null(f);
 }
+
+/* Found by the fuzzer in CI: an F32 tensor with ne[0] = 2^62 once wrapped its 64-bit
+ * byte size to a small number, so readers of its data went past the file. */
+Test(gguf_corrupt, row_byte_size_overflow_is_refused) {
+    gguf_file *f = NULL;
+    vkllm_status st = gguf_open(FIXTURE_DIR "/fuzz_crash_row_bytes_overflow.gguf", &f);
+    cr_assert_eq(st, VKLLM_ERR_FORMAT, "%s", vkllm_last_error());
+    cr_assert(strstr(vkllm_last_error(), "row byte size") &&
+                  strstr(vkllm_last_error(), "overflows int64"),
+              "%s", vkllm_last_error());
+    cr_assert_null(f);
+}

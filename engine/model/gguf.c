@@ -490,7 +490,13 @@ static vkllm_status parse_tensor_info(parser *p, uint64_t i, gguf_tensor *t) {
                        "tensor %llu '%s': ne[0] = %llu is not a multiple of the %s block size %u",
                        (unsigned long long)i, name, (unsigned long long)t->ne[0], info.name,
                        info.block_elems);
-    uint64_t bytes = ggml_row_bytes(type, t->ne[0]); /* cannot overflow: ne0 <= INT64_MAX */
+    /* A row of ne0 elements is ne0 / block_elems blocks; for 4-byte types ne0 near
+     * INT64_MAX would wrap a 64-bit byte count, so check the multiplication too. */
+    if (t->ne[0] / info.block_elems > (uint64_t)INT64_MAX / info.block_bytes)
+        return fail_at(p, VKLLM_ERR_FORMAT, dims_at,
+                       "tensor %llu '%s': row byte size of %s ne[0] = %llu overflows int64",
+                       (unsigned long long)i, name, info.name, (unsigned long long)t->ne[0]);
+    uint64_t bytes = ggml_row_bytes(type, t->ne[0]);
     for (uint32_t d = 1; d < GGUF_MAX_DIMS; d++) {
         if (t->ne[d] != 0 && bytes > (uint64_t)INT64_MAX / t->ne[d])
             return fail_at(p, VKLLM_ERR_FORMAT, dims_at,
