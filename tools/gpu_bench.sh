@@ -13,7 +13,8 @@
 #   4. bench serve        (Q4_0 behind `vkllm serve`: Poisson rates 4 and 16/s, then all at once)
 # and writes JSON, PNG plots and the full log under $OUT (else ./bench-out). Each step has
 # its own time limit, so a slow or failing step cannot eat the others' time; the summary
-# says which steps failed. Set BENCH_QUICK=1 for a shorter run (fewer requests), and
+# says which steps failed. BENCH_STEPS (default "kernels,latency,throughput,serve") picks
+# steps, so one can be re-run alone. Set BENCH_QUICK=1 for a shorter run (fewer requests), and
 # BENCH_SMOKE=1 to check the script itself on a CPU device (tiny model, tiny sizes).
 set -uo pipefail
 build=${1:?usage: tools/gpu_bench.sh BUILD_DIR}
@@ -30,6 +31,7 @@ failed=()
 requests=100
 serve_requests=64
 if [ "${BENCH_QUICK:-0}" = 1 ]; then requests=60; serve_requests=24; fi
+serve_requests=${BENCH_SERVE_REQUESTS:-$serve_requests}
 preset=llama3-8b
 kernels_args=(--reps 10)
 latency_args=(-p 512 -n 128 -r 3 --batch 8,32,64)
@@ -70,13 +72,18 @@ synth() { # synth TYPE: the 8B model of that type, streamed to the scratch folde
     -o "$scratch/llama3-8b-$1.gguf"
 }
 
+steps=",${BENCH_STEPS:-kernels,latency,throughput,serve},"
+wants() { [[ $steps == *",$1,"* ]]; }
+
 step devices 30 "$vk" devices
 
 # 1. Kernels: ~1 GiB copy buffers, every matmul path, type and 8B shape, attention.
-step kernels 150 "$vk" bench kernels "${kernels_args[@]}" --json "$out/kernels.json"
+wants kernels && step kernels 150 "$vk" bench kernels "${kernels_args[@]}" --json "$out/kernels.json"
 
 # 2. Latency per quant type (the H100 bar lists Q4_0, Q8_0 and Q4_K_M).
-for type in Q4_0 Q8_0 Q4_K_M; do
+latency_types=(Q4_0 Q8_0 Q4_K_M)
+wants latency || latency_types=()
+for type in "${latency_types[@]}"; do
   model=$scratch/llama3-8b-$type.gguf
   synth "$type" || continue
   step "latency-$type" 150 "$vk" bench latency -m "$model" "${latency_args[@]}" \
@@ -87,12 +94,14 @@ done
 # 3. Offline throughput, Q4_0: the four policy combinations at the same 2 GiB of KV
 #    (16k tokens of the 8B), so that reservations, not the GPU, limit the contiguous runs.
 q4=$scratch/llama3-8b-Q4_0.gguf
+if { wants throughput || wants serve; } && [ ! -f "$q4" ]; then synth Q4_0; fi
 if [ -f "$q4" ]; then
-  step throughput 200 "$vk" bench throughput -m "$q4" --requests "$requests" --seed 0 \
+  wants throughput && step throughput 200 "$vk" bench throughput -m "$q4" --requests "$requests" --seed 0 \
     --mode both --kv both "${tp_args[@]}" "${load_args[@]}" \
     --json "$out/throughput.json" --png "$out/throughput-kv-memory.png"
 
   # 4. Serving: vkllm serve on a free port, Poisson arrivals, then everything at once.
+  if wants serve; then
   port=18080
   "$vk" serve -m "$q4" --port "$port" "${serve_args[@]}" \
     > "$out/serve-server.log" 2>&1 &
@@ -102,11 +111,12 @@ if [ -f "$q4" ]; then
     kill -0 "$server" 2>/dev/null || break
     sleep 0.5
   done
-  step serve 150 "$vk" bench serve --url "http://127.0.0.1:$port" --requests "$serve_requests" \
+  step serve 240 "$vk" bench serve --url "http://127.0.0.1:$port" --requests "$serve_requests" \
     --rate 4,16,inf --seed 0 "${load_args[@]}" --slo-ttft-ms 500 --slo-tpot-ms 50 \
     --json "$out/serve.json" --png "$out/serve-latency-vs-rate.png"
   kill -INT "$server" 2>/dev/null
   wait "$server" 2>/dev/null
+  fi
   rm -f "$q4"
 fi
 
