@@ -769,3 +769,137 @@ Test(k_attention, head_dim_80_not_a_power_of_two, .fini = test_gpu_check_validat
                                 .chunk = chunk,
                                 .window = 30});
 }
+
+/* ---------------------------------------------------------------- decode kernel choice */
+
+/* VKLLM_ATTN picks the decode kernel (k_attention.c): "new" forces attn_decode_sg.comp
+ * (subgroup-per-key-stream; on lavapipe its lanes-per-row is the subgroup size 8, so a
+ * 128-dim row is 4 quads per lane and 80 dims leave lanes idle in the last quad), "old"
+ * forces the portable attn_decode.comp. Criterion runs each test in its own process, so
+ * the variable does not leak into other tests. */
+static void run_decode_cases_forced(const char *kernel) {
+    setenv("VKLLM_ATTN", kernel, 1);
+    /* contexts around steps of 8 keys x 4 subgroups (32) and blocks, 1 and several
+     * partitions, a context whose last partition holds one key */
+    static const uint32_t ragged[] = {1, 31, 32, 33, 257, 129, 7, 500};
+    run_decode(&(decode_case){.seed = 1501,
+                              .head_dim = 128,
+                              .n_head_kv = 2,
+                              .group = 4,
+                              .block_size = 16,
+                              .n_seqs = 8,
+                              .ctx = ragged,
+                              .partition = 128});
+    /* MHA (1:1), hd 64, bs 8, automatic partitions */
+    static const uint32_t mha[] = {95, 3, 200};
+    run_decode(&(decode_case){.seed = 1502,
+                              .head_dim = 64,
+                              .n_head_kv = 3,
+                              .group = 1,
+                              .block_size = 8,
+                              .n_seqs = 3,
+                              .ctx = mha});
+    /* hd 256 (the shader caps heads per workgroup at 4 there): 6 heads = chunks 4 + 2 */
+    static const uint32_t wide[] = {300, 64, 2};
+    run_decode(&(decode_case){.seed = 1503,
+                              .head_dim = 256,
+                              .n_head_kv = 1,
+                              .group = 6,
+                              .block_size = 16,
+                              .n_seqs = 3,
+                              .ctx = wide,
+                              .partition = 64});
+    /* window + softcap, partition not a multiple of the 32-key subgroup sweep */
+    static const uint32_t win[] = {401, 100, 1, 150};
+    run_decode(&(decode_case){.seed = 1504,
+                              .head_dim = 128,
+                              .n_head_kv = 1,
+                              .group = 4,
+                              .block_size = 32,
+                              .n_seqs = 4,
+                              .ctx = win,
+                              .partition = 72,
+                              .window = 150,
+                              .softcap = 2.0f});
+    /* hd 80 (20 quads: the last quad column is partly idle), group 10, zero context */
+    static const uint32_t odd[] = {0, 77, 146};
+    run_decode(&(decode_case){.seed = 1505,
+                              .head_dim = 80,
+                              .n_head_kv = 2,
+                              .group = 10,
+                              .block_size = 16,
+                              .n_seqs = 3,
+                              .ctx = odd,
+                              .partition = 96});
+    unsetenv("VKLLM_ATTN");
+}
+
+Test(k_attention, decode_subgroup_kernel_forced, .fini = test_gpu_check_validation) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (!f->subgroup_arithmetic) cr_skip_test("device has no subgroup arithmetic");
+    run_decode_cases_forced("new");
+}
+
+Test(k_attention, decode_subgroup_kernel_3_keys_per_step, .fini = test_gpu_check_validation) {
+    /* VKLLM_ATTN_KEYS=3: steps that do not divide blocks, partitions or contexts. */
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (!f->subgroup_arithmetic) cr_skip_test("device has no subgroup arithmetic");
+    setenv("VKLLM_ATTN_KEYS", "3", 1);
+    run_decode_cases_forced("new");
+    unsetenv("VKLLM_ATTN_KEYS");
+}
+
+Test(k_attention, decode_portable_kernel_forced, .fini = test_gpu_check_validation) {
+    run_decode_cases_forced("old");
+}
+
+Test(k_attention, decode_head_dim_130_falls_back_or_fails_clearly,
+     .fini = test_gpu_check_validation) {
+    /* 130 dims is not a whole number of fp16 quads: automatic choice runs the portable
+     * kernel (correct output); forcing the subgroup kernel fails naming the reason. */
+    static const uint32_t ctx[] = {90, 13};
+    run_decode(&(decode_case){.seed = 1506,
+                              .head_dim = 130,
+                              .n_head_kv = 1,
+                              .group = 2,
+                              .block_size = 16,
+                              .n_seqs = 2,
+                              .ctx = ctx,
+                              .partition = 64});
+    setenv("VKLLM_ATTN", "new", 1);
+    k_attn_kv_layout kv = {.num_blocks = 4, .block_size = 16, .n_head_kv = 1, .head_dim = 130};
+    k_attn_params p = {.n_head = 2, .scale = 1.0f};
+    k_attn_decode_args da = {.n_seqs = 1, .max_context_len = 10};
+    gpu_cmd *cmd;
+    cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    cr_assert(k_attn_decode(test_gpu(), cmd, &kv, &p, &da) == VKLLM_ERR_UNSUPPORTED);
+    cr_assert(strstr(vkllm_last_error(), "VKLLM_ATTN=new") && strstr(vkllm_last_error(), "130"),
+              "message: %s", vkllm_last_error());
+    cr_assert(gpu_cmd_submit(cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    unsetenv("VKLLM_ATTN");
+}
+
+Test(k_attention, decode_more_partitions_than_reduce_threads, .fini = test_gpu_check_validation) {
+    /* 4500 keys / 32 = 141 partitions: attn_reduce's 64 threads each take several
+     * partitions' (m, l) and its accumulation runs groups of 4 with a ragged tail. */
+    static const uint32_t ctx[] = {4500, 70, 2050};
+    run_decode(&(decode_case){.seed = 1601,
+                              .head_dim = 64,
+                              .n_head_kv = 1,
+                              .group = 2,
+                              .block_size = 16,
+                              .n_seqs = 3,
+                              .ctx = ctx,
+                              .partition = 32});
+    setenv("VKLLM_ATTN", "old", 1);
+    run_decode(&(decode_case){.seed = 1602,
+                              .head_dim = 64,
+                              .n_head_kv = 1,
+                              .group = 2,
+                              .block_size = 16,
+                              .n_seqs = 3,
+                              .ctx = ctx,
+                              .partition = 32,
+                              .window = 3000});
+    unsetenv("VKLLM_ATTN");
+}

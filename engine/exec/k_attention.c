@@ -2,10 +2,20 @@
  * layout and conventions). Each launcher checks the shapes, picks the specialization
  * (tile sizes that fit 32 KiB of shared memory, the portable limit, so every device runs
  * the same tested configuration), fills the push constants in the exact order the shader
- * declares them, and records the dispatches. */
+ * declares them, and records the dispatches.
+ *
+ * Decode has two kernels with the same bindings, push constants, grid meaning, scratch
+ * layout and reduce: attn_decode_sg.comp (subgroups stream keys, lanes split the head
+ * dimension; needs subgroup arithmetic and head_dim % 4 == 0; specialized for the
+ * device's subgroup size) and the portable attn_decode.comp. VKLLM_ATTN=old|new forces
+ * one (see decode_kernel_choice). The partition size (and so the scratch size) does not
+ * depend on the kernel or the device: scratch bounds stay host-computable. */
 #include "k_attention.h"
 
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #define WORKGROUP_ATTN 128u /* local_size_x of attn_decode and attn_prefill */
 #define WORKGROUP_KV_WRITE 64u
@@ -164,6 +174,59 @@ static decode_config decode_choose(const k_attn_kv_layout *kv, const k_attn_para
     return c;
 }
 
+/* attn_decode_sg (see the shader header): SG_SUBGROUPS subgroups per workgroup, each
+ * taking SG_KEYS_PER_STEP keys per step; lanes split the head dimension in quads. */
+#define SG_SUBGROUPS 4u
+#define SG_KEYS_PER_STEP 8u
+#define SG_MAX_HEADS_PER_WG 8u  /* registers: acc and q are 2 * heads * quads-per-lane vec4 */
+#define SG_SHARED_BUDGET 16384u /* bytes of merge state (acc_s) per workgroup */
+
+typedef struct sg_config {
+    uint32_t lanes, heads_per_wg, n_chunks, required_subgroup_size, keys_per_step;
+} sg_config;
+
+static sg_config sg_choose(const gpu_features *f, const k_attn_kv_layout *kv,
+                           const k_attn_params *p) {
+    uint32_t group = p->n_head / kv->n_head_kv;
+    sg_config c = {.lanes = f->subgroup_size ? f->subgroup_size : 1u};
+    /* Drivers that may vary the size (size control with min < max) are asked for the
+     * default one, which the shader is specialized for. */
+    if (f->subgroup_size_control && f->subgroup_min_size < f->subgroup_max_size)
+        c.required_subgroup_size = c.lanes;
+    uint32_t cap = SG_SHARED_BUDGET / (SG_SUBGROUPS * kv->head_dim * 4u);
+    if (cap > SG_MAX_HEADS_PER_WG) cap = SG_MAX_HEADS_PER_WG;
+    if (cap < 1u) cap = 1u;
+    c.heads_per_wg = group < cap ? group : cap;
+    c.n_chunks = div_up(group, c.heads_per_wg);
+    /* VKLLM_ATTN_KEYS=n (1..32) overrides the keys per step: a tuning knob for A/B runs
+     * (more keys = more loads in flight per warp, more registers). */
+    const char *keys = getenv("VKLLM_ATTN_KEYS");
+    long n = keys ? strtol(keys, NULL, 10) : 0;
+    c.keys_per_step = n >= 1 && n <= 32 ? (uint32_t)n : SG_KEYS_PER_STEP;
+    return c;
+}
+
+/* VKLLM_ATTN=old forces attn_decode.comp, =new forces attn_decode_sg.comp (failing where
+ * the device cannot run it); otherwise the subgroup kernel runs wherever it can. */
+static vkllm_status decode_kernel_choice(const gpu_features *f, const k_attn_kv_layout *kv,
+                                         bool *use_sg) {
+    const char *env = getenv("VKLLM_ATTN");
+    bool force_old = env && !strcasecmp(env, "old"), force_new = env && !strcasecmp(env, "new");
+    uint32_t sg = f->subgroup_size;
+    bool can = f->subgroup_basic && f->subgroup_arithmetic && sg >= 4u && sg <= 128u &&
+               (sg & (sg - 1u)) == 0 && kv->head_dim % 4u == 0 &&
+               sg * SG_SUBGROUPS <= f->max_workgroup_invocations &&
+               (!f->subgroup_size_control || f->subgroup_min_size == f->subgroup_max_size ||
+                (sg >= f->subgroup_min_size && sg <= f->subgroup_max_size));
+    if (force_new && !can)
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "attention: VKLLM_ATTN=new needs subgroup arithmetic, a power-of-two "
+                        "subgroup size of 4..128 (device '%s': %u) and head_dim %% 4 == 0 (%u)",
+                        f->name, sg, kv->head_dim);
+    *use_sg = can && !force_old;
+    return VKLLM_OK;
+}
+
 static uint32_t decode_keys(const k_attn_params *p, uint32_t max_context_len) {
     return (p->window > 0 && max_context_len > p->window) ? p->window : max_context_len;
 }
@@ -215,6 +278,7 @@ vkllm_status k_attn_decode(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layou
     if (a->n_seqs == 0) return VKLLM_OK;
     uint32_t q_stride = a->q_stride ? a->q_stride : p->n_head * kv->head_dim;
     VKL_TRY(check_q_stride(q_stride, "decode"));
+    bool use_sg = false;
     uint32_t partition =
         k_attn_decode_partition_size(kv, p, a->n_seqs, a->max_context_len, a->partition_size);
     uint32_t parts =
@@ -238,8 +302,11 @@ vkllm_status k_attn_decode(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layou
                             "attention: decode scratch of %llu bytes exceeds 2^32 floats",
                             (unsigned long long)scratch_bytes);
     }
+    const gpu_features *f = gpu_context_features(ctx);
+    VKL_TRY(decode_kernel_choice(f, kv, &use_sg));
     decode_config c = decode_choose(kv, p);
-    uint32_t groups_y = kv->n_head_kv * c.n_chunks;
+    sg_config sgc = sg_choose(f, kv, p);
+    uint32_t groups_y = kv->n_head_kv * (use_sg ? sgc.n_chunks : c.n_chunks);
     VKL_TRY(check_grid(ctx, "attn_decode", a->n_seqs, groups_y, parts));
 
     decode_push push = {
@@ -262,6 +329,14 @@ vkllm_status k_attn_decode(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layou
                               .push_constant_size = sizeof push,
                               .num_spec_constants = 3,
                               .spec_constants = {kv->head_dim, c.tile, c.heads_per_wg}};
+    if (use_sg)
+        desc = (gpu_pipeline_desc){.shader = "attn_decode_sg",
+                                   .num_bindings = 7,
+                                   .push_constant_size = sizeof push,
+                                   .num_spec_constants = 5,
+                                   .spec_constants = {kv->head_dim, sgc.lanes, sgc.heads_per_wg,
+                                                      sgc.lanes * SG_SUBGROUPS, sgc.keys_per_step},
+                                   .required_subgroup_size = sgc.required_subgroup_size};
     gpu_pipeline *pipeline;
     VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
     gpu_binding scratch = scratch_bytes > 0 ? a->scratch : a->out;

@@ -1,7 +1,12 @@
 /* k_attention.h: the paged KV cache layout and the launchers of the attention kernels
  * (kv_write, paged decode attention + partition reduce, causal prefill attention,
- * block copy). Shaders: shaders/{kv_write,attn_decode,attn_reduce,attn_prefill,
- * block_copy}.comp with the shared include shaders/attention.glsl.
+ * block copy). Shaders: shaders/{kv_write,attn_decode,attn_decode_sg,attn_reduce,
+ * attn_prefill,block_copy}.comp with the shared include shaders/attention.glsl. Decode
+ * runs attn_decode_sg.comp where the device has subgroup arithmetic and head_dim % 4 == 0,
+ * else attn_decode.comp; the environment variable VKLLM_ATTN=old forces attn_decode.comp
+ * and VKLLM_ATTN=new forces attn_decode_sg.comp (k_attn_decode then fails with
+ * VKLLM_ERR_UNSUPPORTED where it cannot run). Both give the same results up to f32
+ * summation order.
  *
  * ---------------------------------------------------------------- KV cache layout
  * Per layer, K and V are two separate arrays (two bindings; they may be ranges of one
@@ -69,8 +74,9 @@
 /* Decode partition size bounds (tokens) of the automatic choice (partition_size 0). */
 #define K_ATTN_PARTITION_DEFAULT 512u
 #define K_ATTN_PARTITION_MIN 64u
-/* Workgroups the automatic partition size aims for (about one per SM on big GPUs). */
-#define K_ATTN_DECODE_TARGET_GROUPS 128u
+/* Workgroups the automatic partition size aims for (about two per SM on an H100 with 132
+ * SMs, so that even one sequence keeps every SM streaming K/V). */
+#define K_ATTN_DECODE_TARGET_GROUPS 256u
 /* Largest head_dim the kernels support. */
 #define K_ATTN_MAX_HEAD_DIM 256u
 
@@ -154,9 +160,10 @@ uint64_t k_attn_decode_scratch_bytes_max(const k_attn_kv_layout *kv, const k_att
                                          uint32_t max_seqs, uint32_t max_context_len,
                                          uint32_t requested);
 
-/* Records attn_decode (grid n_seqs x n_head_kv*chunks x partitions) and, when there is
- * more than one partition, attn_reduce (n_seqs x n_head). Sequences whose own context
- * fits one partition are written by attn_decode directly. */
+/* Records attn_decode or attn_decode_sg (grid n_seqs x n_head_kv*chunks x partitions; the
+ * choice is described at the top) and, when there is more than one partition, attn_reduce
+ * (n_seqs x n_head). Sequences whose own context fits one partition are written by the
+ * decode kernel directly. */
 vkllm_status k_attn_decode(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layout *kv,
                            const k_attn_params *p, const k_attn_decode_args *args);
 
