@@ -14,6 +14,13 @@
 // F32 and F16 are treated as "blocks" of 8 elements (32 and 16 bytes), so their
 // rows must hold a multiple of 8 elements.
 //
+// DQ_FLAT (defined before the #include): branch-free forms of the word fetches and of the
+// Q4_K/Q5_K scale decoding, for kernels that issue the loads of several groups together
+// and overlap them with other work (matmul_coopmat.comp): a load inside an if/else makes
+// the compiler wait for it inside the branch; and quantized fields turned into floats
+// with bit operations and one add instead of integer-to-float conversions. Same values
+// (exactly), same words read.
+//
 // Invariants: only Vulkan 1.1 core is needed (fp16 and 8-bit fields are unpacked
 // from 32-bit words). block_byte must be a multiple of 4 for block sizes that are
 // multiples of 4 (F32, F16, Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) and a multiple of 2 for
@@ -37,28 +44,49 @@
 uint dq_word(uint byte_off) { return DQ_W(byte_off >> 2); }
 
 // 32 bits starting at a byte offset that is a multiple of 2 (may straddle two words).
+#ifndef DQ_FLAT
 uint dq_word2(uint byte_off) {
     uint i = byte_off >> 2;
     if ((byte_off & 2u) == 0u) return DQ_W(i);
     return (DQ_W(i) >> 16) | (DQ_W(i + 1u) << 16);
 }
+#else
+uint dq_word2(uint byte_off) {
+    uint i = byte_off >> 2, odd = (byte_off >> 1) & 1u;
+    uint lo = DQ_W(i), hi = DQ_W(i + odd); /* the second word only when straddling */
+    return odd == 0u ? lo : (lo >> 16) | (hi << 16);
+}
+#endif
 
 uint dq_u16(uint byte_off) { return (DQ_W(byte_off >> 2) >> ((byte_off & 2u) * 8u)) & 0xffffu; }
 uint dq_u8(uint byte_off) { return (DQ_W(byte_off >> 2) >> ((byte_off & 3u) * 8u)) & 0xffu; }
 int dq_i8(uint byte_off) { return int(dq_u8(byte_off) << 24) >> 24; }
 float dq_half(uint byte_off) { return unpackHalf2x16(dq_u16(byte_off)).x; }
 
+#ifndef DQ_FLAT
+// Small unsigned integers (< 2^23) to float.
+vec4 dq_u2f(uvec4 v) { return vec4(v); }
+#else
+// The same, exactly, without integer-to-float conversions (a quarter-rate unit on NVIDIA):
+// 2^23 + v has v in its mantissa.
+vec4 dq_u2f(uvec4 v) { return uintBitsToFloat(v | 0x4b000000u) - 8388608.0; }
+#endif
+
 // The four bytes of w, each shifted right by `shift` and masked: nibbles (mask 15),
 // 2-bit fields (mask 3) or whole bytes (mask 255).
 vec4 dq_fields(uint w, uint shift, uint mask) {
-    return vec4((uvec4(w) >> (uvec4(0u, 8u, 16u, 24u) + shift)) & mask);
+    return dq_u2f((uvec4(w) >> (uvec4(0u, 8u, 16u, 24u) + shift)) & mask);
 }
 
 // Bits 0..3 of `bits` as 0.0 / 1.0.
-vec4 dq_bits(uint bits) { return vec4((uvec4(bits) >> uvec4(0u, 1u, 2u, 3u)) & 1u); }
+vec4 dq_bits(uint bits) { return dq_u2f((uvec4(bits) >> uvec4(0u, 1u, 2u, 3u)) & 1u); }
 
-// The four bytes of w as signed int8 values.
+// The four bytes of w as signed int8 values (byte ^ 0x80 = value + 128).
+#ifndef DQ_FLAT
 vec4 dq_sbytes(uint w) { return vec4(ivec4(uvec4(w) << uvec4(24u, 16u, 8u, 0u)) >> 24); }
+#else
+vec4 dq_sbytes(uint w) { return dq_fields(w ^ 0x80808080u, 0u, 255u) - 128.0; }
+#endif
 
 // Bit `shift` of each of the four bytes of w, as 0.0 / 1.0.
 vec4 dq_byte_bits(uint w, uint shift) { return dq_fields(w, shift, 1u); }
@@ -197,6 +225,7 @@ void dq_group(uint bb, uint g, out vec4 lo, out vec4 hi) {
     vec2 dm = unpackHalf2x16(dq_word(bb));
     uint s = bb + 4u;
     uint sc, mn;
+#ifndef DQ_FLAT
     if (j < 4u) {
         sc = dq_u8(s + j) & 63u;
         mn = dq_u8(s + j + 4u) & 63u;
@@ -205,6 +234,11 @@ void dq_group(uint bb, uint g, out vec4 lo, out vec4 hi) {
         sc = (b8 & 15u) | ((dq_u8(s + j - 4u) >> 6) << 4);
         mn = (b8 >> 4) | ((dq_u8(s + j) >> 6) << 4);
     }
+#else
+    uint bj = dq_u8(s + j), bj4 = dq_u8(s + j + 4u), bjm4 = dq_u8(s + (j & 3u));
+    sc = j < 4u ? bj & 63u : (bj4 & 15u) | ((bjm4 >> 6) << 4);
+    mn = j < 4u ? bj4 & 63u : (bj4 >> 4) | ((bj >> 6) << 4);
+#endif
     float dl = dm.x * float(sc), ml = dm.y * float(mn);
     uint c = e0 / 64u, t = e0 % 64u;
     uint q = bb + DQ_QS + 32u * c + t % 32u;

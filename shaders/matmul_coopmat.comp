@@ -10,25 +10,38 @@
 //   a workgroup owns a BM x BN tile of Y (BM rows of W, BN tokens) and has
 //   SG_M * SG_N * SG_K subgroups of 32. Subgroup (sm, sn, sk) owns rows
 //   [sm*FM*16, +FM*16) and tokens [sn*FN*8, +FN*8) of the tile (FM x FN accumulators of
-//   16x8, f32) and, of every K step of BK = SG_K*32 columns, the 32 columns
-//   [sk*32, +32). BM = SG_M*FM*16, BN = SG_N*FN*8.
+//   16x8, f32) and, of every K step of BK = SG_K*BKS columns, the BKS = 16*KSUB columns
+//   [sk*BKS, +BKS). BM = SG_M*FM*16, BN = SG_N*FN*8.
 //   SG_K = 1: the classic tile (prefill, e.g. 128x128 with 2x4 subgroups of 4x4
 //   accumulators). SG_K > 1: K split inside the workgroup (narrow tiles for few tokens
 //   still give every subgroup its own stream of weight loads); the SG_K partial sums are
 //   added through shared memory at the end.
-// K loop, double-buffered: the whole workgroup dequantizes the W tile (BM x BK, groups of
-// 8 elements through dequant.glsl) and converts the X tile (BN x BK) to fp16 into
-// registers for step s+1, runs the tensor-core products of step s from shared buffer
-// s%2, then stores the registers into buffer (s+1)%2: one barrier per step, global loads
-// of the next step in flight during the products.
-// Shared memory: W and X tiles fp16, rows of BK+8 halves (16-byte aligned rows for the
-// matrix loads; the 8-half pad spreads consecutive rows over the banks), 2 buffers each,
-// plus 512 bytes per subgroup for the epilogue: 2*(BM+BN)*(BK+8)*2 + 512*subgroups bytes
-// (the launcher keeps it within maxComputeSharedMemorySize; 45056 for 128x128).
+// K loop, double-buffered, branch-free: every invocation dequantizes its share of the
+// next step's W tile (one 8-element group = one 16-byte chunk of fp16, dequant.glsl) and
+// converts its share of the next X tile (8 floats = one 16-byte chunk) into registers,
+// runs the tensor-core products of the current step from shared buffer s%2, then stores
+// its chunks into buffer (s+1)%2 with one 16-byte store each: one barrier per step. The
+// step body has no branches (the load past the last step reads clamped addresses and
+// yields zeros), so the compiler can overlap the next step's global loads and
+// dequantization with this step's matrix loads and products; every loop over fragments
+// and chunks is [[unroll]] so the fragment arrays stay in registers; dequant.glsl is
+// included with DQ_FLAT (no loads inside branches, no integer-to-float conversions), F16
+// weights are copied as they are. PREFETCH = 0 moves
+// the next step's loads after the products instead (fewer live registers during the
+// products; latency then hidden only by other workgroups on the SM), for measurements.
+// Shared memory: uvec4 arrays (16 bytes = 8 halves; GL_NV_cooperative_matrix loads fp16
+// matrices from uvec4 arrays with offsets and strides in uvec4 units, which also tells
+// the driver that every row start is 16-byte aligned). A row of a tile is BK/8 chunks
+// plus PAD chunks; with PAD = 1 and BK/8 even the row stride RS is odd in 16-byte units,
+// so the 8 rows an 8x8 matrix load touches fall on 8 different 4-bank groups (no bank
+// conflicts; PAD = 0 gives 4- or 8-way conflicts, kept as a knob to measure that).
+// Size: 2*(BM+BN)*RS*16 + 512*subgroups bytes (the launcher keeps it within
+// maxComputeSharedMemorySize; 45056 for 128x128 with BK 32).
 // Edges: rows past `rows` and tokens past `n_tokens` are clamped to the last valid one
 // (in-bounds loads that only feed outputs that are not written); columns past `cols`
 // load as zero in both W and X. Y is written through a per-subgroup 16x8 staging
-// fragment, bounds-checked, bias added, 16 consecutive rows per token (64-byte runs).
+// fragment (subgroup barriers only), bounds-checked, bias added, 16 consecutive rows per
+// token (64-byte runs).
 // X is converted to fp16: activations beyond ±65504 would overflow (as in matmul.comp).
 // Needs: NV cooperative matrix 16x8x16 fp16 -> f32, shaderFloat16, Vulkan memory model
 // (glslang emits it for this extension), subgroup size 32. Dispatch: x = row tiles,
@@ -66,8 +79,9 @@
 // variant: matmul_cm_emu_q6_k DQ_Q6_K CM_EMULATE
 #version 450
 #extension GL_GOOGLE_include_directive : require
-#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_control_flow_attributes : require
 #ifndef CM_EMULATE
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_shader_subgroup_basic : require
 #endif
@@ -90,6 +104,7 @@ layout(push_constant) uniform Push {
     uint x_offset;    // X float of (token 0, column 0); multiple of 4
 } pc;
 
+#define DQ_FLAT /* branch-free loads: overlapped with the products */
 #include "dequant.glsl"
 
 layout(local_size_x_id = 7) in;
@@ -100,37 +115,48 @@ layout(constant_id = 1) const uint SG_N = 2; // subgroups along tokens
 layout(constant_id = 2) const uint SG_K = 1; // subgroups along K (split inside the step)
 layout(constant_id = 3) const uint FM = 2;   // 16-row accumulators per subgroup
 layout(constant_id = 4) const uint FN = 4;   // 8-token accumulators per subgroup
+layout(constant_id = 5) const uint KSUB = 2; // 16-column products per K slice and step
 layout(constant_id = 6) const uint HAS_BIAS = 0;
 layout(constant_id = 7) const uint WG_SIZE = 128; // = SG_M * SG_N * SG_K * 32
+layout(constant_id = 8) const uint PAD = 1;       // 16-byte chunks of padding per row
+layout(constant_id = 9) const uint PREFETCH = 1;  // next tile loaded before/after products
 
 #define CM_SCOPE 3 /* Subgroup */
 const uint NSG = SG_M * SG_N * SG_K;
 const uint BM = SG_M * FM * 16u;
 const uint BN = SG_N * FN * 8u;
-const uint BKS = 32u;          // columns of a step per K slice
+const uint BKS = KSUB * 16u;   // columns of a step per K slice
 const uint BK = SG_K * BKS;    // columns per step
-const uint KS = BK + 8u;       // shared row stride, halves
-const uint WGROUPS = BM * (BK / 8u);               // 8-element W groups per step
-const uint XVECS = BN * (BK / 4u);                 // vec4 of X per step
-const uint WPT = (WGROUPS + WG_SIZE - 1u) / WG_SIZE; // per invocation
-const uint XPT = (XVECS + WG_SIZE - 1u) / WG_SIZE;
+const uint CPR = BK / 8u;      // 16-byte chunks (8 halves) per tile row and step
+const uint RS = CPR + PAD;     // shared row stride, uvec4
+const uint WCH = BM * CPR;     // W chunks (8-element groups) per step
+const uint XCH = BN * CPR;     // X chunks (8 floats) per step
+const uint WPT = (WCH + WG_SIZE - 1u) / WG_SIZE; // per invocation
+const uint XPT = (XCH + WG_SIZE - 1u) / WG_SIZE;
 
-shared float16_t ws[2u * BM * KS]; // [buf][m][k]: A (rows x k), row-major
-shared float16_t xs[2u * BN * KS]; // [buf][n][k]: B (k x tokens), column-major
-shared float stage[NSG * 128u];    // per subgroup: one 16x8 fragment, column-major
+shared uvec4 ws[2u * BM * RS];  // [buf][m][chunk]: A (rows x k), row-major, fp16 pairs
+shared uvec4 xs[2u * BN * RS];  // [buf][n][chunk]: B (k x tokens), column-major
+shared float stage[NSG * 128u]; // per subgroup: one 16x8 fragment, column-major
 
 // Fragment operations. ACC: 16x8 f32 accumulator; FRAG_A: 16x16 fp16 (rows x k) from
-// ws; FRAG_B: 16x8 fp16 (k x tokens) from xs, stored [n][k] (column-major).
+// ws; FRAG_B: 16x8 fp16 (k x tokens) from xs, stored [n][k] (column-major). Offsets and
+// strides of ws/xs are in uvec4 units.
 #ifndef CM_EMULATE
 #define ACC fcoopmatNV<32, CM_SCOPE, 16, 8>
 #define FRAG_A fcoopmatNV<16, CM_SCOPE, 16, 16>
 #define FRAG_B fcoopmatNV<16, CM_SCOPE, 16, 8>
 #define ACC_ZERO ACC(0.0)
-#define LOAD_A(dst, off) coopMatLoadNV(dst, ws, off, KS, false)
-#define LOAD_B(dst, off) coopMatLoadNV(dst, xs, off, KS, true)
+#define LOAD_A(dst, off) coopMatLoadNV(dst, ws, off, RS, false)
+#define LOAD_B(dst, off) coopMatLoadNV(dst, xs, off, RS, true)
 #define MMA(a, b, c) coopMatMulAddNV(a, b, c)
 #define STORE_ACC(src, off) coopMatStoreNV(src, stage, off, 16u, true)
 #define LOAD_ACC(dst, off) coopMatLoadNV(dst, stage, off, 16u, true)
+// the epilogue's staging slot is private to one subgroup
+#define STAGE_SYNC()                                                                       \
+    {                                                                                      \
+        subgroupMemoryBarrierShared();                                                     \
+        subgroupBarrier();                                                                 \
+    }
 #else
 #define ACC vec4
 #define FRAG_A uint
@@ -141,12 +167,21 @@ shared float stage[NSG * 128u];    // per subgroup: one 16x8 fragment, column-ma
 #define MMA(a, b, c) emu_mma(a, b, c)
 #define STORE_ACC(src, off) emu_store(src, off)
 #define LOAD_ACC(dst, off) dst = emu_load(off)
+// virtual subgroups span several real ones (lavapipe: 8 lanes)
+#define STAGE_SYNC() barrier()
 uint emu_lane() { return gl_LocalInvocationID.x % 32u; }
+// Half h (< 16) of the row/column that starts at chunk u.
+float emu_half(uvec4 v0, uvec4 v1, uint h) {
+    uvec4 v = h < 8u ? v0 : v1;
+    return unpackHalf2x16(v[(h % 8u) / 2u])[h & 1u];
+}
 vec4 emu_mma(uint a, uint b, vec4 c) {
     for (uint q = 0u; q < 4u; q++) {
         uint e = emu_lane() + 32u * q, m = e % 16u, n = e / 16u;
+        uint ra = a + m * RS, rb = b + n * RS;
         float s = 0.0;
-        for (uint k = 0u; k < 16u; k++) s += float(ws[a + m * KS + k]) * float(xs[b + n * KS + k]);
+        for (uint k = 0u; k < 16u; k++)
+            s += emu_half(ws[ra], ws[ra + 1u], k) * emu_half(xs[rb], xs[rb + 1u], k);
         c[q] += s;
     }
     return c;
@@ -161,56 +196,58 @@ vec4 emu_load(uint off) {
 }
 #endif
 
-f16vec4 pw[2u * WPT]; // next W tile: group j = pw[2j] (elements 0-3), pw[2j+1] (4-7)
-f16vec4 px[XPT];      // next X tile
+uvec4 pw[WPT]; // next W tile: chunk j of this invocation, 8 fp16
+uvec4 px[XPT]; // next X tile
 
-// Dequantizes/converts the tile of columns [k0, k0 + BK) into pw/px.
+uvec4 pack8(vec4 lo, vec4 hi) {
+    return uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw), packHalf2x16(hi.xy),
+                 packHalf2x16(hi.zw));
+}
+
+// Dequantizes/converts the tile of columns [k0, k0 + BK) into pw/px. Chunk i of W is
+// group i % CPR of tile row i / CPR (CPR consecutive invocations read one row's run of
+// bytes); chunk i of X is floats [8*(i % CPR), +8) of token i / CPR. Branch-free: rows,
+// tokens and columns are clamped to valid ones, columns >= cols give zeros.
 void load_tile(uint k0, uint m0, uint n0, uint tid) {
     uint n_groups = pc.cols / 8u;
-    for (uint j = 0u; j < WPT; j++) {
+    [[unroll]] for (uint j = 0u; j < WPT; j++) {
         uint i = tid + j * WG_SIZE;
-        uint m = i / (BK / 8u), kg = i % (BK / 8u);
+        uint m = i / CPR, kg = i % CPR;
         uint row = min(m0 + m, pc.rows - 1u);
         uint gi = k0 / 8u + kg;
         uint gc = min(gi, n_groups - 1u);
+        uint bb = pc.skew + row * pc.row_bytes + (gc / DQ_GROUPS) * DQ_BLOCK_BYTES;
+#if defined(DQ_F16)
+        uint wi = bb >> 2; /* already 8 halves: copied as they are */
+        uvec4 h = uvec4(wq[wi], wq[wi + 1u], wq[wi + 2u], wq[wi + 3u]);
+#else
         vec4 lo, hi;
-        dq_group(pc.skew + row * pc.row_bytes + (gc / DQ_GROUPS) * DQ_BLOCK_BYTES,
-                 gc % DQ_GROUPS, lo, hi);
-        bool ok = gi < n_groups && i < WGROUPS;
-        pw[2u * j] = ok ? f16vec4(lo) : f16vec4(0.0);
-        pw[2u * j + 1u] = ok ? f16vec4(hi) : f16vec4(0.0);
+        dq_group(bb, gc % DQ_GROUPS, lo, hi);
+        uvec4 h = pack8(lo, hi);
+#endif
+        pw[j] = gi < n_groups ? h : uvec4(0u);
     }
     uint x_stride4 = pc.x_stride / 4u, x_base4 = pc.x_offset / 4u;
-    for (uint j = 0u; j < XPT; j++) {
+    [[unroll]] for (uint j = 0u; j < XPT; j++) {
         uint i = tid + j * WG_SIZE;
-        uint n = i / (BK / 4u), kv = i % (BK / 4u);
+        uint n = i / CPR, kc = i % CPR;
         uint tok = min(n0 + n, pc.n_tokens - 1u);
-        uint col = k0 + kv * 4u;
-        vec4 v = x4[x_base4 + tok * x_stride4 + min(col, pc.cols - 4u) / 4u];
-        px[j] = (col < pc.cols && i < XVECS) ? f16vec4(v) : f16vec4(0.0);
+        uint col = k0 + kc * 8u;
+        uint at = x_base4 + tok * x_stride4 + min(col, pc.cols - 8u) / 4u;
+        vec4 lo = x4[at], hi = x4[at + 1u];
+        px[j] = col < pc.cols ? pack8(lo, hi) : uvec4(0u);
     }
 }
 
-// Stores pw/px into shared buffer `buf`.
+// Stores pw/px into shared buffer `buf`: one 16-byte store per chunk.
 void store_tile(uint buf, uint tid) {
-    for (uint j = 0u; j < WPT; j++) {
+    [[unroll]] for (uint j = 0u; j < WPT; j++) {
         uint i = tid + j * WG_SIZE;
-        if (i < WGROUPS) {
-            uint m = i / (BK / 8u), kg = i % (BK / 8u);
-            uint base = (buf * BM + m) * KS + kg * 8u;
-            for (uint e = 0u; e < 4u; e++) {
-                ws[base + e] = pw[2u * j][e];
-                ws[base + 4u + e] = pw[2u * j + 1u][e];
-            }
-        }
+        if (WCH % WG_SIZE == 0u || i < WCH) ws[(buf * BM + i / CPR) * RS + i % CPR] = pw[j];
     }
-    for (uint j = 0u; j < XPT; j++) {
+    [[unroll]] for (uint j = 0u; j < XPT; j++) {
         uint i = tid + j * WG_SIZE;
-        if (i < XVECS) {
-            uint n = i / (BK / 4u), kv = i % (BK / 4u);
-            uint base = (buf * BN + n) * KS + kv * 4u;
-            for (uint e = 0u; e < 4u; e++) xs[base + e] = px[j][e];
-        }
+        if (XCH % WG_SIZE == 0u || i < XCH) xs[(buf * BN + i / CPR) * RS + i % CPR] = px[j];
     }
 }
 
@@ -225,29 +262,33 @@ void main() {
     uint m0 = gl_WorkGroupID.x * BM, n0 = gl_WorkGroupID.y * BN;
 
     ACC acc[FM * FN];
-    for (uint f = 0u; f < FM * FN; f++) acc[f] = ACC_ZERO;
+    [[unroll]] for (uint f = 0u; f < FM * FN; f++) acc[f] = ACC_ZERO;
 
+    // this subgroup's fragments in buffer 0, uvec4 units
+    uint a_base = sm * FM * 16u * RS + sk * (BKS / 8u);
+    uint b_base = sn * FN * 8u * RS + sk * (BKS / 8u);
     uint n_steps = (pc.cols + BK - 1u) / BK;
     load_tile(0u, m0, n0, tid);
     store_tile(0u, tid);
     barrier();
     for (uint s = 0u; s < n_steps; s++) {
-        bool more = s + 1u < n_steps;
-        if (more) load_tile((s + 1u) * BK, m0, n0, tid);
+        /* past the end: clamped loads, zeros, stored but never read */
+        if (PREFETCH != 0u) load_tile((s + 1u) * BK, m0, n0, tid);
         uint buf = s & 1u;
-        for (uint kk = 0u; kk < BKS; kk += 16u) {
-            uint col = sk * BKS + kk;
+        uint a0 = a_base + buf * BM * RS, b0 = b_base + buf * BN * RS;
+        [[unroll]] for (uint kk = 0u; kk < KSUB; kk++) {
             FRAG_A a[FM];
-            for (uint fm = 0u; fm < FM; fm++)
-                LOAD_A(a[fm], (buf * BM + (sm * FM + fm) * 16u) * KS + col);
-            for (uint fn = 0u; fn < FN; fn++) {
+            [[unroll]] for (uint fm = 0u; fm < FM; fm++)
+                LOAD_A(a[fm], a0 + fm * 16u * RS + kk * 2u);
+            [[unroll]] for (uint fn = 0u; fn < FN; fn++) {
                 FRAG_B b;
-                LOAD_B(b, (buf * BN + (sn * FN + fn) * 8u) * KS + col);
-                for (uint fm = 0u; fm < FM; fm++)
+                LOAD_B(b, b0 + fn * 8u * RS + kk * 2u);
+                [[unroll]] for (uint fm = 0u; fm < FM; fm++)
                     acc[fm * FN + fn] = MMA(a[fm], b, acc[fm * FN + fn]);
             }
         }
-        if (more) store_tile(buf ^ 1u, tid);
+        if (PREFETCH == 0u) load_tile((s + 1u) * BK, m0, n0, tid);
+        store_tile(buf ^ 1u, tid);
         barrier();
     }
 
@@ -255,11 +296,11 @@ void main() {
     // (uniform loops: every subgroup reaches every barrier).
     uint slot = sg * 128u;
     if (SG_K > 1u) {
-        for (uint f = 0u; f < FM * FN; f++) {
+        [[unroll]] for (uint f = 0u; f < FM * FN; f++) {
             if (sk != 0u) STORE_ACC(acc[f], slot);
             barrier();
             if (sk == 0u) {
-                for (uint k = 1u; k < SG_K; k++) {
+                [[unroll]] for (uint k = 1u; k < SG_K; k++) {
                     ACC part;
                     LOAD_ACC(part, (sg + k * SG_M * SG_N) * 128u);
                     acc[f] = acc[f] + part;
@@ -269,11 +310,11 @@ void main() {
         }
     }
 
-    // Epilogue: slice 0 writes each 16x8 fragment through its staging slot.
-    for (uint fm = 0u; fm < FM; fm++)
-        for (uint fn = 0u; fn < FN; fn++) {
+    // Epilogue: slice 0 writes each 16x8 fragment through its own staging slot.
+    [[unroll]] for (uint fm = 0u; fm < FM; fm++)
+        [[unroll]] for (uint fn = 0u; fn < FN; fn++) {
             if (sk == 0u) STORE_ACC(acc[fm * FN + fn], slot);
-            barrier();
+            STAGE_SYNC();
             if (sk == 0u) {
                 uint r0 = m0 + (sm * FM + fm) * 16u, t0 = n0 + (sn * FN + fn) * 8u;
                 for (uint e = lane; e < 128u; e += 32u) {
@@ -285,6 +326,6 @@ void main() {
                     }
                 }
             }
-            barrier();
+            STAGE_SYNC();
         }
 }

@@ -44,8 +44,11 @@ static void random_words(uint64_t seed, uint32_t *w, size_t n) {
         w[i] = (uint32_t)test_rng_next(&rng);
 }
 
-/* A -> B -> C -> ... over `links` dispatches; element counts not multiples of 256. */
-static void run_chain(gpu_context *ctx, uint32_t links, uint32_t elements, uint64_t seed) {
+/* A -> B -> C -> ... over `links` dispatches; element counts not multiples of 256.
+ * flush_every > 0 submits the recording so far after every that many links
+ * (gpu_cmd_flush): the chain must still be ordered and the barriers the same. */
+static void run_chain_flushed(gpu_context *ctx, uint32_t links, uint32_t elements, uint64_t seed,
+                              uint32_t flush_every) {
     size_t words = (size_t)elements * 4, bytes = words * 4;
     uint32_t *data = malloc(bytes), *back = malloc(bytes);
     random_words(seed, data, words);
@@ -63,7 +66,10 @@ static void run_chain(gpu_context *ctx, uint32_t links, uint32_t elements, uint6
         gpu_binding b[2] = {{.buffer = &buffers[i % 3]},
                             {.buffer = &buffers[(i + 1) % 3], .writable = true}};
         gpu_cmd_dispatch(cmd, copy, b, 2, &elements, 4, (elements + 255) / 256, 1, 1);
+        if (flush_every && (i + 1) % flush_every == 0)
+            cr_assert(gpu_cmd_flush(cmd) == VKLLM_OK, "%s", vkllm_last_error());
     }
+    cr_assert_eq(gpu_cmd_flush_count(cmd), flush_every ? links / flush_every : 0);
     /* fills: 1 barrier-free pair; each link depends on the previous one (and the
      * first on the fill of its destination) */
     uint32_t barriers = gpu_cmd_barrier_count(cmd);
@@ -77,6 +83,10 @@ static void run_chain(gpu_context *ctx, uint32_t links, uint32_t elements, uint6
         gpu_buffer_destroy(ctx, &buffers[i]);
     free(data);
     free(back);
+}
+
+static void run_chain(gpu_context *ctx, uint32_t links, uint32_t elements, uint64_t seed) {
+    run_chain_flushed(ctx, links, elements, seed, 0);
 }
 
 Test(gpu_cmd, dependent_chain_push_descriptors) {
@@ -93,6 +103,39 @@ Test(gpu_cmd, dependent_chain_descriptor_pools) {
     run_chain(ctx, 5, 4097, 13); /* the slot and its pools are reused */
     cr_assert_eq(gpu_validation_errors(ctx), 0u, "synchronization validation found hazards");
     gpu_context_destroy(ctx);
+}
+
+/* The same chains submitted in parts (gpu_cmd_flush): synchronization validation sees
+ * every part's hazards against the earlier parts, and slots/pools are recycled. */
+Test(gpu_cmd, dependent_chain_flushed) {
+    gpu_context *ctx = sync_context(false);
+    run_chain_flushed(ctx, 9, 1000, 14, 2);
+    run_chain_flushed(ctx, 4, 777, 15, 1); /* a flush right before the final submit */
+    cr_assert_eq(gpu_validation_errors(ctx), 0u, "synchronization validation found hazards");
+    gpu_context_destroy(ctx);
+    ctx = sync_context(true); /* descriptor pools: each part has its own slot's pools */
+    run_chain_flushed(ctx, 300, 333, 16, 7);
+    run_chain_flushed(ctx, 300, 333, 17, 100);
+    cr_assert_eq(gpu_validation_errors(ctx), 0u, "synchronization validation found hazards");
+    gpu_context_destroy(ctx);
+}
+
+/* A recording error after a flush is returned by submit once the submitted parts have
+ * finished, and the context goes on working. */
+Test(gpu_cmd, error_after_flush) {
+    gpu_context *ctx = test_gpu();
+    gpu_buffer a;
+    cr_assert(gpu_buffer_create(ctx, 4096, GPU_MEMORY_DEVICE, &a) == VKLLM_OK);
+    gpu_cmd *cmd;
+    cr_assert(gpu_cmd_begin(ctx, &cmd) == VKLLM_OK);
+    gpu_cmd_fill(cmd, &a, 0, 4096, 7);
+    cr_assert(gpu_cmd_flush(cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    gpu_cmd_dispatch(cmd, NULL, NULL, 0, NULL, 0, 1, 1, 1);
+    cr_assert(gpu_cmd_flush(cmd) != VKLLM_OK, "a flush after a recording error must fail");
+    cr_assert(gpu_cmd_submit(cmd) == VKLLM_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(vkllm_last_error(), "no pipeline"), "message: %s", vkllm_last_error());
+    run_chain_flushed(ctx, 3, 100, 18, 1);
+    gpu_buffer_destroy(ctx, &a);
 }
 
 /* Control: with the tracking wiped between two dependent dispatches, no barrier is
@@ -281,6 +324,8 @@ Test(gpu_cmd, timestamps_are_monotonic) {
         char label[16];
         snprintf(label, sizeof label, "copy %d", i);
         gpu_cmd_timestamp(cmd, label);
+        /* timestamps of later parts go to the same query pool */
+        if (i == 1) cr_assert(gpu_cmd_flush(cmd) == VKLLM_OK, "%s", vkllm_last_error());
     }
     cr_assert(gpu_cmd_submit(cmd) == VKLLM_OK, "%s", vkllm_last_error());
     const char **labels;

@@ -6,7 +6,8 @@
  * poisoned (NaN words) first so unwritten outputs fail, and elements outside the
  * written region must still hold the poison afterwards.
  * Bounds (relative L2 error of all outputs): 1e-4 for the f32 paths (matvec,
- * tiled), 1e-2 for the cooperative-matrix path (fp16 operands, f32 accumulation).
+ * tiled), 1e-2 for the cooperative-matrix path (fp16 operands, f32 accumulation) and for
+ * matvec_dp4a.comp where MATVEC picks it (X quantized to int8 per block of 32).
  * Shapes: rows not multiples of the tile (37, 67, 131), cols a multiple of the
  * block but not of the k-tile where the type allows it.
  * The big-weight case (test_k_matmul_big.c) covers bindings beyond 128 MiB;
@@ -25,6 +26,7 @@
 
 #define F32_BOUND 1e-4
 #define COOPMAT_BOUND 1e-2
+#define DP4A_BOUND 1e-2
 
 static const ggml_type all_types[] = {
     GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
@@ -213,8 +215,13 @@ static void run_case(const mm_case *c) {
     k_matmul_kernel used = c->kernel == K_MATMUL_AUTO
                                ? k_matmul_auto_kernel(gpu_context_features(test_gpu()), nt)
                                : c->kernel;
+    /* MATVEC runs matvec_dp4a.comp (X quantized to int8, error ~4e-3) where the device
+     * accelerates int8 dot products or VKLLM_MATVEC=dp4a asks for it */
+    if (used == K_MATMUL_MATVEC)
+        used = k_matmul_matvec_choice(gpu_context_features(test_gpu()), &a);
     bool fp16 = used == K_MATMUL_COOPMAT || used == K_MATMUL_COOPMAT_BASIC;
     double bound = fp16 && c->bound < COOPMAT_BOUND ? COOPMAT_BOUND : c->bound;
+    if (used == K_MATMUL_MATVEC_DP4A && bound < DP4A_BOUND) bound = DP4A_BOUND;
     cr_assert(err <= bound, "%s: relative error %.3g > %.3g", label, err, bound);
 
     test_gpu_free(&wb);
@@ -435,7 +442,8 @@ Test(k_matmul, auto_choice_and_matvec_chunks) {
  *     not multiples of the tile (67, 131, 300) and rows of many K steps (37 small blocks
  *     or 5 super-blocks: 5-37 steps of 32-128 columns; F32/F16 cols not a multiple of 32);
  *   - shapes forced through VKLLM_MATMUL_TUNE (every shape the chooser uses, the
- *     >= 8192-row ones included, plus odd ones), with bias, strides and y_col;
+ *     >= 8192-row ones included, plus odd ones, and the K depth / padding / prefetch
+ *     settings that docs/perf-notes-coopmat2.md measures), with bias, strides and y_col;
  *   - the first-cut kernel (COOPMAT_BASIC, and COOPMAT under VKLLM_MATMUL=old). */
 static const char *cm_type_name_lower(ggml_type t, char *buf, size_t n) {
     snprintf(buf, n, "%s", ggml_type_get_info(t).name);
@@ -475,10 +483,12 @@ Test(k_matmul, coopmat_every_type) {
                          .seed = 4000 + 10 * i + j};
             run_case(&c);
         }
-    /* forced shapes: SG_M,FM,SG_N,FN,SG_K */
-    static const char *tunes[] = {"2,1,1,2,4", "2,1,1,4,4", "2,1,2,4,2", "4,1,2,4,2",
-                                  "4,1,1,2,2", "4,1,1,4,2", "2,4,4,4,1", "2,4,2,4,1",
-                                  "2,2,2,4,2", "1,2,1,1,8", "3,1,1,3,2", "2,2,1,1,1"};
+    /* forced shapes: SG_M,FM,SG_N,FN,SG_K[,KSUB[,PAD[,PREFETCH]]] */
+    static const char *tunes[] = {"2,1,1,2,4",       "2,1,1,4,4",     "2,1,2,4,2",     "4,1,2,4,2",
+                                  "4,1,1,2,2",       "4,1,1,4,2",     "2,4,4,4,1",     "2,4,2,4,1",
+                                  "2,2,2,4,2",       "1,2,1,1,8",     "3,1,1,3,2",     "2,2,1,1,1",
+                                  "2,4,4,4,1,2,1,0", "2,2,2,4,1,4,1", "2,4,2,4,1,2,0", "4,2,2,4,1",
+                                  "2,1,1,2,4,1,3,0", "2,1,1,1,1,8,3"};
     static const ggml_type tune_types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K,
                                            GGML_TYPE_Q8_0, GGML_TYPE_F16};
     for (size_t k = 0; k < sizeof tunes / sizeof tunes[0]; k++) {
@@ -570,6 +580,76 @@ Test(k_matmul, coopmat_emulated_shapes) {
             cr_log_info("VKLLM_MATMUL_TUNE='%s'", tunes[k]);
             run_case(&c);
         }
+    }
+    cr_assert(unsetenv("VKLLM_MATMUL_TUNE") == 0);
+    cr_assert(unsetenv("VKLLM_MATMUL") == 0);
+}
+
+/* The prefill shapes and the K-depth / padding knobs of matmul_coopmat.comp, emulated
+ * (VKLLM_MATMUL_TUNE="SG_M,FM,SG_N,FN,SG_K[,KSUB[,PAD]]"):
+ *   - every weight type through the 128x128 shape (on a 32 KiB device the launcher
+ *     shrinks its K depth to 16 columns) and the 128x64 one, at 65-257 tokens (and 600
+ *     on a short row) and rows that are not multiples of the tile;
+ *   - K depths of 16-128 columns per slice (KSUB 1, 2, 4, 8), paddings 0, 1 and 3
+ *     chunks, loads after the products (PREFETCH 0, with and without a K split), chunk
+ *     counts that are not multiples of the workgroup size (idle invocations in the tile
+ *     loads), on types with 18/34/144/210-byte blocks and F16. */
+Test(k_matmul, coopmat_emulated_prefill_and_knobs) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (!f->fp16_arithmetic) cr_skip("device has no shaderFloat16");
+    cr_assert(setenv("VKLLM_MATMUL", "emulate", 1) == 0);
+    static const char *prefill[] = {"2,4,4,4,1", "2,4,2,4,1"};
+    static const uint32_t tokens[] = {65, 130, 193, 257};
+    for (size_t i = 0; i < N_TYPES; i++) {
+        cr_assert(setenv("VKLLM_MATMUL_TUNE", prefill[i % 2], 1) == 0);
+        ggml_type t = all_types[i];
+        uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 1 : 7;
+        mm_case c = {.type = t,
+                     .rows = 131 + 40 * (uint32_t)(i % 3),
+                     .cols = cols_for(t, blocks),
+                     .n_tokens = tokens[i % 4],
+                     .kernel = K_MATMUL_COOPMAT,
+                     .bias = i % 3 == 2,
+                     .bound = COOPMAT_BOUND,
+                     .seed = 9500 + i};
+        cr_log_info("VKLLM_MATMUL_TUNE='%s'", prefill[i % 2]);
+        run_case(&c);
+    }
+    mm_case long_batch = {.type = GGML_TYPE_Q4_0,
+                          .rows = 67,
+                          .cols = 64,
+                          .n_tokens = 600,
+                          .kernel = K_MATMUL_COOPMAT,
+                          .bias = true,
+                          .bound = COOPMAT_BOUND,
+                          .seed = 9590};
+    run_case(&long_batch);
+    static const char *knobs[] = {"1,2,2,4,1,4,1",   "2,1,1,2,2,4,0",  "2,4,2,4,1,1,0",
+                                  "2,1,1,1,1,8,3",   "1,3,1,1,2,1,1",  "2,1,3,1,1,1,1",
+                                  "2,2,2,4,1,2,1,0", "2,1,1,2,4,2,1,0"};
+    static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q8_0,
+                                      GGML_TYPE_Q6_K, GGML_TYPE_F16,  GGML_TYPE_Q5_0,
+                                      GGML_TYPE_Q4_K, GGML_TYPE_Q8_0};
+    for (size_t k = 0; k < sizeof knobs / sizeof knobs[0]; k++) {
+        cr_assert(setenv("VKLLM_MATMUL_TUNE", knobs[k], 1) == 0);
+        ggml_type t = types[k];
+        uint32_t blocks = ggml_type_get_info(t).block_elems == 256 ? 3 : 21;
+        uint32_t cols = cols_for(t, blocks);
+        bool plain = k % 2 == 0;
+        mm_case c = {.type = t,
+                     .rows = 157,
+                     .cols = cols,
+                     .n_tokens = 9 + 37 * (uint32_t)k,
+                     .kernel = K_MATMUL_COOPMAT,
+                     .w_offset = plain ? 0 : 20,
+                     .x_stride = plain ? 0 : cols + 4,
+                     .y_stride = plain ? 0 : 200,
+                     .y_col = plain ? 0 : 7,
+                     .bias = k % 3 == 1,
+                     .bound = COOPMAT_BOUND,
+                     .seed = 9600 + k};
+        cr_log_info("VKLLM_MATMUL_TUNE='%s'", knobs[k]);
+        run_case(&c);
     }
     cr_assert(unsetenv("VKLLM_MATMUL_TUNE") == 0);
     cr_assert(unsetenv("VKLLM_MATMUL") == 0);

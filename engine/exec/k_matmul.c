@@ -3,8 +3,8 @@
  * Owns: argument checks, the choice of kernel and of its spec constants from the
  * device's features, and the split of large weights into row ranges whose
  * bindings fit max_storage_buffer_range. Invariants kept for the shaders
- * (dequant.glsl, matvec.comp, matvec_fast.comp, matmul.comp, matmul_coopmat.comp,
- * get_rows.comp):
+ * (dequant.glsl, matvec.comp, matvec_fast.comp, matvec_dp4a.comp, matmul.comp,
+ * matmul_coopmat.comp, get_rows.comp):
  *   - every weight binding starts at a multiple of min_storage_offset_alignment and
  *     ends at the range's last row rounded up to 4 bytes; skew = bytes from the
  *     binding start to the range's row 0 (even, < alignment; a multiple of 4 for
@@ -455,6 +455,154 @@ static vkllm_status mv_run_fast(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
     return VKLLM_OK;
 }
 
+/* ---------------------------------------------------------------- matvec_dp4a
+ * See matvec_dp4a.comp and docs/perf-notes-dp4a.md. Workgroups of DP_SUBGROUPS subgroups
+ * (half for weights of <= MV_FEW_ROWS rows), DP_ROWS rows per subgroup, persistent over
+ * row groups: at most DP_MAX_WG workgroups (about 2 per SM on an H100), each quantizing X
+ * once for all its groups, the groups spread evenly. Tokens per pass: as many as the
+ * quantized X (1.5 bytes per element and token) fits shared memory, at most 8.
+ * VKLLM_MATVEC_DP4A_TUNE="R,S,W" overrides rows, subgroups and the workgroup cap. */
+
+#define DP_ROWS 2
+#define DP_SUBGROUPS 8
+#define DP_MAX_WG 264
+
+typedef struct dp_config {
+    uint32_t wg, rows, max_wg, max_tokens;
+} dp_config;
+
+static bool dp_type_supported(ggml_type type) {
+    return type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_K ||
+           type == GGML_TYPE_Q6_K;
+}
+
+/* Shared memory of the quantized X of n_tokens (matvec_dp4a.comp's xq and xds: int8 X and
+ * one vec4 per block of 32, each rounded up to 128 bytes). */
+static uint64_t dp_shared_bytes(uint32_t cols, uint32_t n_tokens) {
+    uint64_t q = ((uint64_t)n_tokens * cols + 127) & ~127ull;
+    uint64_t blocks = ((uint64_t)n_tokens * (cols / 32) + 7) & ~7ull;
+    return q + 16 * blocks;
+}
+
+/* Fills *c for weight w; false when matvec_dp4a cannot run it. */
+static bool dp_configure(const gpu_features *f, const k_matmul_args *a, dp_config *c) {
+    const k_weight *w = a->w;
+    if (!f->integer_dot_product || !f->subgroup_arithmetic || a->reduce == K_REDUCE_SHARED ||
+        !dp_type_supported(w->type))
+        return false;
+    uint32_t rows = DP_ROWS, sgs = DP_SUBGROUPS, max_wg = DP_MAX_WG;
+    const char *tune = getenv("VKLLM_MATVEC_DP4A_TUNE");
+    unsigned tr, ts, tw;
+    if (tune && *tune && sscanf(tune, "%u,%u,%u", &tr, &ts, &tw) == 3 && tr >= 1 && tr <= 8 &&
+        ts >= 1 && ts <= 32 && tw >= 1) {
+        rows = tr;
+        sgs = ts;
+        max_wg = tw;
+    } else if (w->rows <= MV_FEW_ROWS) {
+        sgs /= 2;
+    }
+    uint32_t sg_max = mv_sg_max(f);
+    if (sg_max < f->subgroup_size) sg_max = f->subgroup_size;
+    uint32_t wg = sgs * sg_max;
+    while (wg > f->max_workgroup_invocations && sgs > 1) {
+        sgs /= 2;
+        wg = sgs * sg_max;
+    }
+    if (wg > f->max_workgroup_invocations) return false;
+    c->max_tokens = 0;
+    while (c->max_tokens < MM_MATVEC_MAX_TOKENS &&
+           dp_shared_bytes(w->cols, c->max_tokens + 1) <= f->max_shared_memory)
+        c->max_tokens++;
+    if (c->max_tokens == 0) return false;
+    c->wg = wg;
+    c->rows = rows;
+    c->max_wg = max_wg;
+    return true;
+}
+
+bool k_matmul_matvec_dp4a_applies(const gpu_features *f, const k_matmul_args *a,
+                                  uint32_t *max_tokens) {
+    if (!f || !a || !a->w || !a->w->buffer) return false;
+    mm_layout l;
+    if (mm_check_weight("k_matmul", f, a->w, a->max_binding_bytes, UINT32_MAX, &l) != VKLLM_OK)
+        return false;
+    dp_config c;
+    if (!dp_configure(f, a, &c)) return false;
+    if (max_tokens) *max_tokens = c.max_tokens;
+    return true;
+}
+
+/* MATVEC's shader for this product before the fast kernel's own fallback (basic, fast
+ * or dp4a; *dp filled for dp4a): VKLLM_MATVEC=basic|fast|dp4a overrides; by default dp4a
+ * where the device's int8 dot products are accelerated and every token fits one pass. */
+static k_matmul_kernel dp_matvec_choice(const gpu_features *f, const k_matmul_args *a,
+                                        dp_config *dp) {
+    const char *env = getenv("VKLLM_MATVEC");
+    bool force_dp4a = env && !strcasecmp(env, "dp4a");
+    if (env && !strcasecmp(env, "basic")) return K_MATMUL_MATVEC_BASIC;
+    if ((force_dp4a || (f->integer_dot_accelerated && !(env && !strcasecmp(env, "fast")))) &&
+        dp_configure(f, a, dp) && (force_dp4a || a->n_tokens <= dp->max_tokens))
+        return K_MATMUL_MATVEC_DP4A;
+    return K_MATMUL_MATVEC_FAST;
+}
+
+k_matmul_kernel k_matmul_matvec_choice(const gpu_features *f, const k_matmul_args *a) {
+    if (!f || !a || !a->w || !a->w->buffer) return K_MATMUL_MATVEC_BASIC;
+    dp_config dp;
+    k_matmul_kernel k = dp_matvec_choice(f, a, &dp);
+    bool fast_ok = k_matmul_matvec_fast_applies(f, a);
+    if (k == K_MATMUL_MATVEC_FAST && !fast_ok) k = K_MATMUL_MATVEC_BASIC;
+    return k;
+}
+
+static vkllm_status mv_run_dp4a(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
+                                const mm_layout *l, const dp_config *c, uint32_t x_stride,
+                                uint32_t y_stride) {
+    const gpu_features *f = gpu_context_features(ctx);
+    const k_weight *w = a->w;
+    char name[64];
+    snprintf(name, sizeof name, "matvec_dp4a_%s", l->suffix);
+    gpu_binding x = a->x, y = a->y;
+    x.writable = false;
+    y.writable = true;
+    gpu_binding bias = a->bias.buffer ? a->bias : x;
+    bias.writable = false;
+    /* fewest rows a workgroup's pass covers (subgroups of the largest size) */
+    uint32_t group_rows =
+        c->rows * (c->wg / (mv_sg_max(f) > f->subgroup_size ? mv_sg_max(f) : f->subgroup_size));
+    if (group_rows == 0) group_rows = c->rows;
+    for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += c->max_tokens) {
+        uint32_t nt = a->n_tokens - t0;
+        if (nt > c->max_tokens) nt = c->max_tokens;
+        gpu_pipeline_desc desc = {.shader = name,
+                                  .num_bindings = 4,
+                                  .push_constant_size = sizeof(mv_push),
+                                  .num_spec_constants = 7,
+                                  .spec_constants = {c->wg, c->rows, nt, w->cols,
+                                                     a->bias.buffer != NULL, 0, a->accumulate}};
+        gpu_pipeline *pipeline;
+        VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
+        for (uint32_t r0 = 0; r0 < w->rows; r0 += l->rows_per_range) {
+            uint32_t n = w->rows - r0 < l->rows_per_range ? w->rows - r0 : l->rows_per_range;
+            mv_push push = {.rows = n,
+                            .cols = w->cols,
+                            .row_bytes = (uint32_t)l->row_bytes,
+                            .x_stride = x_stride,
+                            .y_stride = y_stride,
+                            .y_offset = a->y_col + r0 + t0 * y_stride,
+                            .bias_offset = r0,
+                            .x_offset = t0 * x_stride};
+            gpu_binding bindings[4] = {mm_range_binding(w, l, r0, n, &push.skew), x, y, bias};
+            uint64_t groups = (n + group_rows - 1) / group_rows;
+            uint64_t passes = (groups + c->max_wg - 1) / c->max_wg;
+            uint32_t gx, gy;
+            mm_grid(f, (groups + passes - 1) / passes, &gx, &gy);
+            gpu_cmd_dispatch(cmd, pipeline, bindings, 4, &push, sizeof push, gx, gy, 1);
+        }
+    }
+    return VKLLM_OK;
+}
+
 static vkllm_status mm_run_tiled(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
                                  const mm_layout *l, bool coopmat, uint32_t x_stride,
                                  uint32_t y_stride) {
@@ -489,9 +637,11 @@ static vkllm_status mm_run_tiled(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_
 }
 
 /* ---------------------------------------------------------------- matmul_coopmat.comp
- * Tile shape (spec constants 0-4, see the shader header): subgroups SG_M x SG_N x SG_K,
- * accumulators FM x FN of 16x8 per subgroup; BM = SG_M*FM*16 rows, BN = SG_N*FN*8
- * tokens, K step 32*SG_K. Chosen by n_tokens and rows (docs/perf-notes.md, "coopmat"):
+ * Tile shape (spec constants 0-5, 8, 9; see the shader header): subgroups SG_M x SG_N x
+ * SG_K, accumulators FM x FN of 16x8 per subgroup; BM = SG_M*FM*16 rows, BN = SG_N*FN*8
+ * tokens, K step 16*KSUB*SG_K, PAD 16-byte chunks of padding per shared row, PREFETCH
+ * (next step's loads before or after the products). Chosen by n_tokens and rows
+ * (docs/perf-notes.md, "coopmat"):
  *   <= 16 / <= 32 tokens: 32 x BN tiles (BN = 16 / 32), K split over 4 subgroups (8
  *     subgroups in all): rows/32 workgroups, each streaming its rows of W once for all
  *     tokens; weights of >= 8192 rows use 64 x BN tiles with K split over 2 (every
@@ -500,15 +650,20 @@ static vkllm_status mm_run_tiled(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_
  *   <= 64 tokens: 32 x 64 (64 x 64 for >= 8192 rows), K split over 2;
  *   more: 128 x 128 (2 x 4 subgroups of 4 x 4 accumulators) when that gives >= 128
  *     workgroups, else 128 x 64, else 64 x 64 with K split over 2.
- * VKLLM_MATMUL_TUNE="SG_M,FM,SG_N,FN,SG_K" forces a shape (tests, experiments). A shape
- * whose shared memory exceeds the device limit halves SG_K, then falls back to the
- * first-cut kernel. */
+ * Every automatic shape uses KSUB 2 (32 columns per K slice and step), PAD 1 and
+ * PREFETCH 1. VKLLM_MATMUL_TUNE="SG_M,FM,SG_N,FN,SG_K[,KSUB[,PAD[,PREFETCH]]]" forces a
+ * shape (tests, experiments; defaults 2, 1, 1; docs/perf-notes-coopmat2.md). A shape
+ * whose shared memory exceeds the device limit halves SG_K, then KSUB, then falls back
+ * to the first-cut kernel. */
 
 #define CM_MIN_TILES 128 /* about the SM count of the GPUs this is tuned for (H100: 132) */
 #define CM_BIG_ROWS 8192
 
 typedef struct cm_shape {
     uint32_t sg_m, fm, sg_n, fn, sg_k;
+    uint32_t ksub;     /* 16-column products per K slice and step */
+    uint32_t pad;      /* 16-byte chunks of padding per shared tile row */
+    uint32_t prefetch; /* 1: next step's loads before the products, 0: after */
 } cm_shape;
 
 static uint32_t cm_bm(cm_shape s) {
@@ -522,8 +677,8 @@ static uint32_t cm_subgroups(cm_shape s) {
 }
 
 static uint64_t cm_shared_bytes(cm_shape s) {
-    uint64_t ks = 32ull * s.sg_k + 8;
-    return 2ull * (cm_bm(s) + cm_bn(s)) * ks * 2 + 512ull * cm_subgroups(s);
+    uint64_t row_chunks = 2ull * s.ksub * s.sg_k + s.pad; /* 16-byte chunks per tile row */
+    return 2ull * (cm_bm(s) + cm_bn(s)) * row_chunks * 16 + 512ull * cm_subgroups(s);
 }
 
 static uint64_t cm_tiles(cm_shape s, uint32_t rows, uint32_t n_tokens) {
@@ -533,18 +688,12 @@ static uint64_t cm_tiles(cm_shape s, uint32_t rows, uint32_t n_tokens) {
 static bool cm_shape_valid(cm_shape s) {
     /* rows tiles of >= 32 keep gl_WorkGroupID.x within the launcher's row-range cap */
     return s.sg_m && s.fm && s.sg_n && s.fn && s.sg_k && cm_bm(s) >= 32 && cm_bm(s) <= 512 &&
-           cm_bn(s) <= 512 && s.fm * s.fn <= 32 && cm_subgroups(s) <= 32 && s.sg_k <= 8;
+           cm_bn(s) <= 512 && s.fm * s.fn <= 32 && cm_subgroups(s) <= 32 && s.sg_k <= 8 &&
+           s.ksub >= 1 && s.ksub <= 8 && s.pad <= 8 && s.prefetch <= 1;
 }
 
-static cm_shape cm_choose_shape(uint32_t rows, uint32_t n_tokens) {
-    const char *tune = getenv("VKLLM_MATMUL_TUNE");
-    if (tune && *tune) {
-        unsigned v[5];
-        if (sscanf(tune, "%u,%u,%u,%u,%u", &v[0], &v[1], &v[2], &v[3], &v[4]) == 5) {
-            cm_shape s = {v[0], v[1], v[2], v[3], v[4]};
-            if (cm_shape_valid(s)) return s;
-        }
-    }
+/* The automatic shapes (ksub, pad and prefetch are set by the caller). */
+static cm_shape cm_choose_auto_shape(uint32_t rows, uint32_t n_tokens) {
     bool many_rows = rows >= CM_BIG_ROWS;
     if (n_tokens <= 16) return many_rows ? (cm_shape){4, 1, 1, 2, 2} : (cm_shape){2, 1, 1, 2, 4};
     if (n_tokens <= 32) return many_rows ? (cm_shape){4, 1, 1, 4, 2} : (cm_shape){2, 1, 1, 4, 4};
@@ -555,12 +704,32 @@ static cm_shape cm_choose_shape(uint32_t rows, uint32_t n_tokens) {
     return small;
 }
 
+static cm_shape cm_choose_shape(uint32_t rows, uint32_t n_tokens) {
+    const char *tune = getenv("VKLLM_MATMUL_TUNE");
+    if (tune && *tune) {
+        unsigned v[8] = {0, 0, 0, 0, 0, 2, 1, 1};
+        int n = sscanf(tune, "%u,%u,%u,%u,%u,%u,%u,%u", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                       &v[6], &v[7]);
+        if (n >= 5) {
+            cm_shape s = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
+            if (cm_shape_valid(s)) return s;
+        }
+    }
+    cm_shape s = cm_choose_auto_shape(rows, n_tokens);
+    s.ksub = 2;
+    s.pad = 1;
+    s.prefetch = 1;
+    return s;
+}
+
 /* The shape matmul_coopmat.comp runs for this product, fitted to the shared memory; false
  * when none fits (the caller runs the first-cut kernel). */
 static bool cm_configure(const gpu_features *f, uint32_t rows, uint32_t n_tokens, cm_shape *out) {
     cm_shape s = cm_choose_shape(rows, n_tokens);
     while (cm_shared_bytes(s) > f->max_shared_memory && s.sg_k > 1)
         s.sg_k /= 2;
+    while (cm_shared_bytes(s) > f->max_shared_memory && s.ksub > 1)
+        s.ksub /= 2;
     if (cm_shared_bytes(s) > f->max_shared_memory) return false;
     if (32 * cm_subgroups(s) > f->max_workgroup_invocations) return false;
     *out = s;
@@ -576,9 +745,10 @@ static vkllm_status mm_run_coopmat(gpu_context *ctx, gpu_cmd *cmd, const k_matmu
     gpu_pipeline_desc desc = {.shader = name,
                               .num_bindings = 4,
                               .push_constant_size = sizeof(mm_push),
-                              .num_spec_constants = 8,
-                              .spec_constants = {s->sg_m, s->sg_n, s->sg_k, s->fm, s->fn, 0,
-                                                 a->bias.buffer != NULL, 32 * cm_subgroups(*s)},
+                              .num_spec_constants = 10,
+                              .spec_constants = {s->sg_m, s->sg_n, s->sg_k, s->fm, s->fn, s->ksub,
+                                                 a->bias.buffer != NULL, 32 * cm_subgroups(*s),
+                                                 s->pad, s->prefetch},
                               .required_subgroup_size = emulate || f->subgroup_size == 32 ? 0 : 32};
     uint32_t bn = cm_bn(*s);
     if ((a->n_tokens + bn - 1) / bn >
@@ -612,10 +782,10 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
                         "fp16), shaderFloat16, the Vulkan memory model and subgroup size 32; "
                         "device '%s' lacks them",
                         op, f->name);
-    if (kernel < K_MATMUL_AUTO || kernel > K_MATMUL_COOPMAT_BASIC)
+    if (kernel < K_MATMUL_AUTO || kernel > K_MATMUL_MATVEC_DP4A)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: unknown kernel %d", op, (int)kernel);
     if (a->accumulate && kernel != K_MATMUL_MATVEC && kernel != K_MATMUL_MATVEC_BASIC &&
-        kernel != K_MATMUL_MATVEC_FAST)
+        kernel != K_MATMUL_MATVEC_FAST && kernel != K_MATMUL_MATVEC_DP4A)
         return vkl_fail(VKLLM_ERR_UNSUPPORTED,
                         "%s: accumulate (Y += X W^T) is implemented by the matvec kernels only; "
                         "%u tokens chose kernel %d (tiled or cooperative-matrix)",
@@ -644,9 +814,28 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
     VKL_TRY(mm_check_binding(op, "x", f, a->x, x_floats));
     VKL_TRY(mm_check_binding(op, "y", f, a->y, y_floats));
     if (a->bias.buffer) VKL_TRY(mm_check_binding(op, "bias", f, a->bias, w->rows));
+    dp_config dp4a = {0};
     if (kernel == K_MATMUL_MATVEC) {
+        /* VKLLM_MATVEC=basic|fast|dp4a overrides; by default dp4a where the device's int8
+         * dot products are accelerated and every token fits one pass, else fast */
         const char *env = getenv("VKLLM_MATVEC");
-        kernel = env && !strcasecmp(env, "basic") ? K_MATMUL_MATVEC_BASIC : K_MATMUL_MATVEC_FAST;
+        bool force_dp4a = env && !strcasecmp(env, "dp4a");
+        if (force_dp4a && !f->integer_dot_product)
+            return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                            "%s: VKLLM_MATVEC=dp4a needs integer dot products "
+                            "(VK_KHR_shader_integer_dot_product); device '%s' lacks them",
+                            op, f->name);
+        kernel = dp_matvec_choice(f, a, &dp4a);
+    } else if (kernel == K_MATMUL_MATVEC_DP4A && !dp_configure(f, a, &dp4a)) {
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "%s: the dp4a matvec needs integer dot products (device '%s': %s), "
+                        "subgroup arithmetic (%s), a subgroup reduction (requested: %d), a Q4_0, "
+                        "Q8_0, Q4_K or Q6_K weight (got %s) and %u bytes of shared memory for one "
+                        "token's quantized X (device: %u)",
+                        op, f->name, f->integer_dot_product ? "yes" : "no",
+                        f->subgroup_arithmetic ? "yes" : "no", (int)a->reduce,
+                        ggml_type_get_info(w->type).name, (unsigned)dp_shared_bytes(w->cols, 1),
+                        f->max_shared_memory);
     }
     mv_config fast;
     if (kernel == K_MATMUL_MATVEC_FAST && !mv_configure(f, a, &l, &fast)) {
@@ -681,6 +870,8 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
         return mm_run_coopmat(ctx, cmd, a, &l, &shape, emulate, x_stride, y_stride);
     case K_MATMUL_MATVEC_FAST:
         return mv_run_fast(ctx, cmd, a, &l, &fast, x_stride, y_stride);
+    case K_MATMUL_MATVEC_DP4A:
+        return mv_run_dp4a(ctx, cmd, a, &l, &dp4a, x_stride, y_stride);
     case K_MATMUL_MATVEC_BASIC:
         return mm_run_matvec(ctx, cmd, a, &l, x_stride, y_stride);
     case K_MATMUL_TILED:

@@ -61,6 +61,15 @@ typedef enum k_matmul_kernel {
      * follows n_tokens and rows; VKLLM_MATMUL=old sends COOPMAT/AUTO to this one, so
      * benchmarks can compare both in one build. */
     K_MATMUL_COOPMAT_BASIC,
+    /* matvec_dp4a.comp: X quantized to int8 blocks in shared memory, packed int8 dot
+     * products (VK_KHR_shader_integer_dot_product); Q4_0, Q8_0, Q4_K and Q6_K weights
+     * (other types keep MATVEC_FAST under MATVEC/AUTO and the variable). MATVEC/AUTO
+     * pick it where the device's int8 dot products are accelerated
+     * (gpu_features.integer_dot_accelerated) and all tokens fit one pass
+     * (k_matmul_matvec_dp4a_applies); VKLLM_MATVEC=dp4a forces it for those types
+     * (UNSUPPORTED on a device without integer dot products), VKLLM_MATVEC=fast keeps
+     * matvec_fast.comp. Explicitly requested, an unsupported product fails. */
+    K_MATMUL_MATVEC_DP4A,
 } k_matmul_kernel;
 
 typedef struct k_matmul_args {
@@ -114,5 +123,15 @@ k_matmul_kernel k_matmul_auto_kernel(const gpu_features *features, uint32_t n_to
  * not forced to K_REDUCE_SHARED, and a weight buffer that extends to the tensor's end
  * rounded up to 16 bytes (the shader reads whole uvec4). */
 bool k_matmul_matvec_fast_applies(const gpu_features *features, const k_matmul_args *args);
+/* True when MATVEC_DP4A can run this product: integer dot products and subgroup
+ * arithmetic on the device, a Q4_0, Q8_0, Q4_K or Q6_K weight, and the quantized X of at
+ * least one token fitting shared memory (1.5 * cols bytes per token); *max_tokens (may be NULL)
+ * receives how many tokens one pass takes (at most 8). */
+/* The shader kernel MATVEC (and AUTO for <= 8 tokens) runs for this product on this
+ * device: MATVEC_BASIC, MATVEC_FAST or MATVEC_DP4A, VKLLM_MATVEC included (tests pick
+ * their error bound from it: dp4a quantizes X to int8). */
+k_matmul_kernel k_matmul_matvec_choice(const gpu_features *features, const k_matmul_args *args);
+bool k_matmul_matvec_dp4a_applies(const gpu_features *features, const k_matmul_args *args,
+                                  uint32_t *max_tokens);
 
 #endif

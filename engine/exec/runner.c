@@ -303,6 +303,11 @@ static void fill_default_options(const model_config *cfg, exec_options *o) {
     if (!o->max_context) o->max_context = cfg->n_ctx_train < 8192 ? cfg->n_ctx_train : 8192;
     if (!o->max_context) o->max_context = 8192;
     if (o->kv_memory_fraction <= 0 || o->kv_memory_fraction > 1) o->kv_memory_fraction = 0.9f;
+    if (!o->flush_layers) {
+        const char *env = getenv("VKLLM_FLUSH_LAYERS"); /* A/B timing */
+        o->flush_layers = env && *env ? (int32_t)strtol(env, NULL, 10) : 4;
+        if (!o->flush_layers) o->flush_layers = -1;
+    }
 }
 
 static vkllm_status create_scratch(exec_model *m) {
@@ -846,8 +851,12 @@ static vkllm_status record_step(exec_model *m, gpu_cmd *cmd, const exec_step_pla
     VKL_TRY(k_get_rows(m->ctx, cmd, &m->token_embd.weight, in.tokens, bind(&m->x), T));
     if (c->embed_scale != 1.0f)
         VKL_TRY(k_scale(m->ctx, cmd, bind(&m->x), bind(&m->x), T * c->n_embd, c->embed_scale));
-    for (uint32_t il = 0; il < c->n_layer; il++)
+    int32_t every = m->options.flush_layers;
+    for (uint32_t il = 0; il < c->n_layer; il++) {
         VKL_TRY(record_layer(m, cmd, il, &in, T));
+        if (every > 0 && il % (uint32_t)every == 0 && il + 1 < c->n_layer)
+            VKL_TRY(gpu_cmd_flush(cmd));
+    }
     if (n_rows) VKL_TRY(record_head(m, cmd, plan, n_rows, o));
     gpu_cmd_timestamp(cmd, "step end");
     return VKLLM_OK;

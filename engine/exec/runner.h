@@ -35,6 +35,10 @@ typedef struct exec_options {
     bool no_weight_fusion;    /* keep wq/wk/wv and ffn_gate/ffn_up as separate products
                                  (each writing its columns of the fused activation), as
                                  when their types differ: tests and A/B timing */
+    int32_t flush_layers;     /* submit a step's recording after its first layer and then
+                                 every this many layers, so the GPU runs while the host
+                                 records the rest (0: default 4, or VKLLM_FLUSH_LAYERS;
+                                 negative: one submission per step) */
 } exec_options;
 
 typedef struct exec_model exec_model;

@@ -94,6 +94,9 @@ typedef struct gpu_features {
     uint32_t num_coopmat_nv_shapes, num_coopmat_khr_shapes;
     gpu_coopmat_shape coopmat_nv_shapes[GPU_MAX_COOPMAT_SHAPES];
     gpu_coopmat_shape coopmat_khr_shapes[GPU_MAX_COOPMAT_SHAPES];
+    /* integerDotProduct4x8BitPackedSignedAccelerated: packed int8 dot products (OpSDot)
+     * run as a native instruction (DP4A), not emulated; selects matvec_dp4a.comp */
+    bool integer_dot_accelerated;
 } gpu_features;
 
 /* Lists every physical device (with features), in the loader's order.
@@ -254,6 +257,17 @@ void gpu_cmd_barrier(gpu_cmd *cmd);
 
 /* Writes a GPU timestamp with a label (kept up to 256 per command buffer). */
 void gpu_cmd_timestamp(gpu_cmd *cmd, const char *label);
+
+/* Submits what was recorded so far without waiting, and goes on recording into a fresh
+ * Vulkan command buffer of the same gpu_cmd, so the GPU starts on the first part of a
+ * long recording while the host records the rest. Barriers stay automatic across the
+ * split (a pipeline barrier also orders work submitted earlier to the queue), and
+ * timestamps, error handling and gpu_cmd_submit (which waits for all the parts) are
+ * unchanged. An error is remembered like a recording error and also returned. */
+vkllm_status gpu_cmd_flush(gpu_cmd *cmd);
+
+/* Number of gpu_cmd_flush calls that submitted a part of this command so far. */
+uint32_t gpu_cmd_flush_count(const gpu_cmd *cmd);
 
 /* Ends, submits, waits for completion and frees the command buffer (even on failure). */
 vkllm_status gpu_cmd_submit(gpu_cmd *cmd);

@@ -10,6 +10,12 @@
  *
  * Descriptors: push descriptors where the device has them, else sets from
  * descriptor pools owned by the command's slot (reset when the slot is recycled).
+ *
+ * Flushes: gpu_cmd_flush submits the slot recorded so far (no fence) and continues in
+ * a fresh slot; the parts stay on cmd->flushed until the final submit's fence, whose
+ * signal covers all work submitted earlier to the queue, has been waited for. The access
+ * list is kept across a flush: a barrier recorded in a later part orders the earlier
+ * parts' work too (submission order). Timestamps all go to one query pool (ts_slot's).
  * Errors while recording are remembered (the first one wins) and returned by
  * submit; after an error nothing more is recorded. */
 #include <stdio.h>
@@ -78,22 +84,39 @@ void gpu_cmd_destroy_slots(gpu_context *ctx) {
     }
 }
 
-/* Returns the command's slot to the context (resetting what it used) and frees it. */
+/* Resets one slot (command buffer, fence, the descriptor pools it used) and puts it on
+ * the context's free list. */
+static void gpu_slot_recycle(gpu_context *ctx, gpu_cmd_slot *slot) {
+    ctx->vk.vkResetCommandBuffer(slot->cb, 0);
+    ctx->vk.vkResetFences(ctx->device, 1, &slot->fence);
+    for (uint32_t i = 0; i < slot->pools_used && i < slot->num_pools; i++)
+        ctx->vk.vkResetDescriptorPool(ctx->device, slot->pools[i], 0);
+    slot->pools_used = 0;
+    slot->next = ctx->free_slots;
+    ctx->free_slots = slot;
+}
+
+static uint32_t gpu_cmd_pools_used(const gpu_cmd *cmd) {
+    return cmd->sets_in_pool ? cmd->pool_used + 1 : cmd->pool_used;
+}
+
+/* Returns the command's slots to the context (resetting what they used) and frees it. */
 static void gpu_cmd_release(gpu_cmd *cmd) {
     gpu_context *ctx = cmd->ctx;
-    gpu_cmd_slot *slot = cmd->slot;
     for (gpu_cmd **p = &ctx->live_cmds; *p; p = &(*p)->next_live)
         if (*p == cmd) {
             *p = cmd->next_live;
             break;
         }
-    ctx->vk.vkResetCommandBuffer(slot->cb, 0);
-    ctx->vk.vkResetFences(ctx->device, 1, &slot->fence);
-    uint32_t pools_used = cmd->sets_in_pool ? cmd->pool_used + 1 : cmd->pool_used;
-    for (uint32_t i = 0; i < pools_used && i < slot->num_pools; i++)
-        ctx->vk.vkResetDescriptorPool(ctx->device, slot->pools[i], 0);
-    slot->next = ctx->free_slots;
-    ctx->free_slots = slot;
+    /* flushed parts may still run unless the final fence was waited for (error paths) */
+    if (cmd->flushed && !cmd->completed) ctx->vk.vkQueueWaitIdle(ctx->queue);
+    while (cmd->flushed) {
+        gpu_cmd_slot *next = cmd->flushed->next;
+        gpu_slot_recycle(ctx, cmd->flushed);
+        cmd->flushed = next;
+    }
+    cmd->slot->pools_used = gpu_cmd_pools_used(cmd);
+    gpu_slot_recycle(ctx, cmd->slot);
     if (!cmd->internal && ctx->live_user_cmds > 0 && --ctx->live_user_cmds == 0)
         gpu_ring_recycle(ctx);
     free(cmd->accesses);
@@ -101,6 +124,14 @@ static void gpu_cmd_release(gpu_cmd *cmd) {
 }
 
 /* ---------------------------------------------------------------- begin */
+
+static VkResult gpu_slot_begin(gpu_context *ctx, gpu_cmd_slot *slot) {
+    VkCommandBufferBeginInfo begin = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    return ctx->vk.vkBeginCommandBuffer(slot->cb, &begin);
+}
 
 vkllm_status gpu_cmd_begin_internal(gpu_context *ctx, bool internal, gpu_cmd **out) {
     *out = NULL;
@@ -115,11 +146,7 @@ vkllm_status gpu_cmd_begin_internal(gpu_context *ctx, bool internal, gpu_cmd **o
     cmd->internal = internal;
     cmd->next_live = ctx->live_cmds;
     ctx->live_cmds = cmd;
-    VkCommandBufferBeginInfo begin = {
-        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
-    };
-    VkResult r = ctx->vk.vkBeginCommandBuffer(cmd->slot->cb, &begin);
+    VkResult r = gpu_slot_begin(ctx, cmd->slot);
     if (!internal) ctx->live_user_cmds++;
     if (r < 0) {
         gpu_cmd_release(cmd);
@@ -416,7 +443,8 @@ void gpu_cmd_timestamp(gpu_cmd *cmd, const char *label) {
     if (!cmd || cmd->error) return;
     gpu_context *ctx = cmd->ctx;
     if (!ctx->info.features.timestamps || cmd->num_timestamps >= GPU_MAX_TIMESTAMPS) return;
-    gpu_cmd_slot *slot = cmd->slot;
+    if (cmd->num_timestamps == 0) cmd->ts_slot = cmd->slot;
+    gpu_cmd_slot *slot = cmd->ts_slot;
     if (!slot->query_pool) {
         VkQueryPoolCreateInfo info = {
             .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -430,10 +458,11 @@ void gpu_cmd_timestamp(gpu_cmd *cmd, const char *label) {
             return;
         }
     }
+    VkCommandBuffer cb = cmd->slot->cb;
     if (cmd->num_timestamps == 0)
-        ctx->vk.vkCmdResetQueryPool(slot->cb, slot->query_pool, 0, GPU_QUERY_COUNT);
+        ctx->vk.vkCmdResetQueryPool(cb, slot->query_pool, 0, GPU_QUERY_COUNT);
     snprintf(cmd->labels[cmd->num_timestamps], GPU_LABEL_MAX, "%s", label ? label : "");
-    ctx->vk.vkCmdWriteTimestamp(slot->cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, slot->query_pool,
+    ctx->vk.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, slot->query_pool,
                                 cmd->num_timestamps);
     cmd->num_timestamps++;
 }
@@ -474,13 +503,57 @@ vkllm_status gpu_cmd_submit_nowait(gpu_cmd *cmd) {
     return VKLLM_OK;
 }
 
+vkllm_status gpu_cmd_flush(gpu_cmd *cmd) {
+    if (!cmd) return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "gpu_cmd_flush: no command");
+    if (cmd->error) return cmd->error;
+    gpu_context *ctx = cmd->ctx;
+    gpu_cmd_slot *next = NULL;
+    vkllm_status s = gpu_slot_get(ctx, &next);
+    if (s != VKLLM_OK) {
+        gpu_cmd_set_error(cmd, s);
+        return s;
+    }
+    VkResult r = ctx->vk.vkEndCommandBuffer(cmd->slot->cb);
+    const char *call = "vkEndCommandBuffer";
+    if (r >= 0) {
+        VkSubmitInfo submit = {
+            .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+            .commandBufferCount = 1,
+            .pCommandBuffers = &cmd->slot->cb,
+        };
+        r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE);
+        call = "vkQueueSubmit";
+    }
+    if (r >= 0) {
+        r = gpu_slot_begin(ctx, next);
+        call = "vkBeginCommandBuffer";
+    }
+    /* the part (submitted or not) waits on cmd->flushed for the final fence */
+    cmd->slot->pools_used = gpu_cmd_pools_used(cmd);
+    cmd->slot->next = cmd->flushed;
+    cmd->flushed = cmd->slot;
+    cmd->slot = next;
+    cmd->pool_used = cmd->sets_in_pool = 0;
+    if (r < 0) {
+        s = gpu_vk_fail(r, call, "flushing part %u of a command", cmd->flushes + 1);
+        gpu_cmd_set_error(cmd, s);
+        return s;
+    }
+    cmd->flushes++;
+    return VKLLM_OK;
+}
+
+uint32_t gpu_cmd_flush_count(const gpu_cmd *cmd) {
+    return cmd ? cmd->flushes : 0;
+}
+
 static void gpu_cmd_collect_timestamps(gpu_cmd *cmd) {
     gpu_context *ctx = cmd->ctx;
     ctx->num_timestamps = 0;
     uint32_t n = cmd->num_timestamps;
     if (n == 0) return;
     uint64_t ticks[GPU_MAX_TIMESTAMPS];
-    VkResult r = ctx->vk.vkGetQueryPoolResults(ctx->device, cmd->slot->query_pool, 0, n,
+    VkResult r = ctx->vk.vkGetQueryPoolResults(ctx->device, cmd->ts_slot->query_pool, 0, n,
                                                sizeof ticks, ticks, sizeof ticks[0],
                                                VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
     if (r != VK_SUCCESS) return;
@@ -504,6 +577,7 @@ vkllm_status gpu_cmd_wait(gpu_cmd *cmd) {
         return gpu_vk_fail(r < 0 ? r : VK_ERROR_UNKNOWN, "vkWaitForFences",
                            "waiting for a command buffer (%s)", gpu_vk_result_name(r));
     }
+    cmd->completed = true;
     if (!cmd->internal) gpu_cmd_collect_timestamps(cmd);
     gpu_cmd_release(cmd);
     return VKLLM_OK;

@@ -362,6 +362,7 @@ typedef struct gpu_chain {
     VkPhysicalDeviceDriverProperties driver;
     VkPhysicalDeviceMaintenance3Properties maintenance3;
     VkPhysicalDeviceMaintenance4Properties maintenance4_props;
+    VkPhysicalDeviceShaderIntegerDotProductProperties dot_product_props;
 } gpu_chain;
 
 #define GPU_CHAIN(tail, s, stype)                                                                  \
@@ -429,6 +430,9 @@ static void gpu_chain_query(VkPhysicalDevice physical, uint32_t api, bool allow_
     if (c->usable[EXT_MAINTENANCE4])
         GPU_CHAIN(tail, c->maintenance4_props,
                   VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES);
+    if (c->usable[EXT_INTEGER_DOT_PRODUCT])
+        GPU_CHAIN(tail, c->dot_product_props,
+                  VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES);
     vkGetPhysicalDeviceProperties2(physical, &c->properties);
 }
 
@@ -535,6 +539,9 @@ static bool gpu_describe_device(VkPhysicalDevice physical, uint32_t instance_api
     f->storage16 = c->storage16.storageBuffer16BitAccess;
     f->storage8 = c->storage8.storageBuffer8BitAccess;
     f->integer_dot_product = c->dot_product.shaderIntegerDotProduct;
+    f->integer_dot_accelerated =
+        f->integer_dot_product &&
+        c->dot_product_props.integerDotProduct4x8BitPackedSignedAccelerated;
     f->buffer_device_address = c->bda.bufferDeviceAddress;
     f->coopmat_nv = c->has_ext[EXT_COOPMAT_NV] && c->coopmat_nv.cooperativeMatrix;
     f->coopmat_khr = c->has_ext[EXT_COOPMAT_KHR] && c->coopmat_khr.cooperativeMatrix;
@@ -794,6 +801,7 @@ void gpu_features_print(const gpu_features *f, void *file) {
     fprintf(out, "  %-28s16-bit %s, 8-bit %s, scalar layout %s\n", "storage access",
             YN(f->storage16), YN(f->storage8), YN(f->scalar_block_layout));
     fprintf(out, "  %-28s%s\n", "integer dot product", YN(f->integer_dot_product));
+    fprintf(out, "  %-28s%s\n", "integer dot accelerated", YN(f->integer_dot_accelerated));
     fprintf(out, "  %-28sNV %s, KHR %s\n", "cooperative matrix", YN(f->coopmat_nv),
             YN(f->coopmat_khr));
     gpu_print_shapes(out, "  NV shapes", f->coopmat_nv_shapes, f->num_coopmat_nv_shapes);

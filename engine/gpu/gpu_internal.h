@@ -156,6 +156,7 @@ typedef struct gpu_cmd_slot {
     VkQueryPool query_pool; /* created on first timestamp */
     VkDescriptorPool *pools;
     uint32_t num_pools, pools_cap;
+    uint32_t pools_used; /* descriptor pools a flushed part used (reset at release) */
     struct gpu_cmd_slot *next;
 } gpu_cmd_slot;
 
@@ -168,9 +169,13 @@ typedef struct gpu_access {
 struct gpu_cmd {
     gpu_context *ctx;
     struct gpu_cmd *next_live; /* the context's list of commands not yet released */
-    gpu_cmd_slot *slot;
+    gpu_cmd_slot *slot;    /* the command buffer being recorded */
+    gpu_cmd_slot *flushed; /* parts already submitted by gpu_cmd_flush (list via next) */
+    gpu_cmd_slot *ts_slot; /* owner of the query pool the timestamps go to */
+    uint32_t flushes;
     bool internal;  /* an upload/download: does not recycle the ring */
     bool submitted; /* submitted, fence not yet waited */
+    bool completed; /* the final fence was waited for: every part has finished */
     vkllm_status error;
     char error_message[VKL_ERROR_MAX];
     gpu_access *accesses; /* since the last barrier */
