@@ -25,7 +25,7 @@
 // yields zeros), so the compiler can overlap the next step's global loads and
 // dequantization with this step's matrix loads and products; every loop over fragments
 // and chunks is [[unroll]] so the fragment arrays stay in registers; dequant.glsl is
-// included with DQ_FLAT (no loads inside branches, no integer-to-float conversions), F16
+// included with DQ_FLAT (no loads inside branches), F16
 // weights are copied as they are. PREFETCH = 0 moves
 // the next step's loads after the products instead (fewer live registers during the
 // products; latency then hidden only by other workgroups on the SM), for measurements.

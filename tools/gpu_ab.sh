@@ -81,7 +81,7 @@ kernels)
   layer_dir=/opt/gpu-deps/usr/share/vulkan/explicit_layer.d
   [ -d "$layer_dir" ] && export VK_ADD_LAYER_PATH=$layer_dir
   export VKLLM_PIPELINE_CACHE_DIR=$work/pipeline-cache
-  ctest --test-dir "$build" --timeout 300 -R "${AB_CTEST_REGEX:-.}" > "$work/ctest.log" 2>&1
+  ctest --test-dir "$build" --output-on-failure --timeout 300 -R "${AB_CTEST_REGEX:-.}" > "$work/ctest.log" 2>&1
   grep -E "tests passed|Failed|\*\*\*|Not Run" "$work/ctest.log"
   unset VK_ADD_LAYER_PATH
   mv_args=(--no-attention --kernels matvec --types Q4_0,Q8_0,Q4_K,Q6_K,Q5_0 --batch 1,2,4,8)

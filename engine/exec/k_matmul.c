@@ -176,7 +176,6 @@ static void mm_grid(const gpu_features *f, uint64_t n, uint32_t *gx, uint32_t *g
 #define MM_MATVEC_MAX_TOKENS 8
 #define MM_MATVEC_ROWS 2          /* rows per workgroup */
 #define MM_CM_TILE 64             /* matmul.comp's CM_BM and CM_BN */
-#define CM_NEW_MAX_AUTO_TOKENS 64 /* AUTO uses matmul_coopmat.comp up to this many tokens */
 
 /* VkComponentTypeNV values */
 #define MM_COMPONENT_FLOAT16 0u
@@ -463,7 +462,10 @@ static vkllm_status mv_run_fast(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
  * quantized X (1.5 bytes per element and token) fits shared memory, at most 8.
  * VKLLM_MATVEC_DP4A_TUNE="R,S,W" overrides rows, subgroups and the workgroup cap. */
 
-#define DP_ROWS 2
+/* 1 row per subgroup: measured on the H100 (docs/perf-notes.md, "int8 activations"),
+ * Q4_K 382 -> 1,592 GB/s at gate/up against 2 rows (fewer live registers); Q4_0, Q8_0
+ * and Q6_K also best or within 3%. */
+#define DP_ROWS 1
 #define DP_SUBGROUPS 8
 #define DP_MAX_WG 264
 
@@ -849,13 +851,10 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
     }
     cm_shape shape = {0};
     if (kernel == K_MATMUL_COOPMAT) {
+        /* matmul_coopmat.comp at every size: measured on the H100 (docs/perf-notes.md,
+         * "unrolled coopmat") 1.6-2.1x the 64x64 kernel at 512 tokens and 3-4x at 16-64.
+         * VKLLM_MATMUL=old sends COOPMAT/AUTO back to the 64x64 kernel (A/B timing). */
         bool old = mm_env && !strcasecmp(mm_env, "old");
-        /* Measured on the H100 (docs/perf-notes.md, run 13): the new kernel is 3-4x faster
-         * at 16-64 tokens but 15-20% slower than the 64x64 kernel at 512 tokens, so AUTO
-         * keeps the old one for large batches (VKLLM_MATMUL=new overrides). */
-        if (a->kernel == K_MATMUL_AUTO && a->n_tokens > CM_NEW_MAX_AUTO_TOKENS &&
-            !(mm_env && !strcasecmp(mm_env, "new")))
-            old = true;
         if (!old && !cm_configure(f, w->rows, a->n_tokens, &shape)) {
             if (emulate)
                 return vkl_fail(VKLLM_ERR_UNSUPPORTED,
