@@ -3,7 +3,7 @@
 //
 // Same operation, bindings, push-constant block and epilogues (bias, ACCUMULATE,
 // y_offset/y_stride, x_offset/x_stride, skew) as matvec_fast.comp; pc.chunk_blocks is unused.
-// Design (docs/perf-notes-dp4a.md):
+// Design (docs/perf-notes.md, "matvec_dp4a"):
 //   - X is quantized per workgroup into shared memory, like Q8_1: for every block of 32
 //     elements d = max|x|/127, q = roundEven(x/d) (int8, packed 4 per word), and the
 //     block's integer sums Σq over 32 and over each half of 16 (exact floats). Each thread

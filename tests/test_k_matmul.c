@@ -443,7 +443,8 @@ Test(k_matmul, auto_choice_and_matvec_chunks) {
  *     or 5 super-blocks: 5-37 steps of 32-128 columns; F32/F16 cols not a multiple of 32);
  *   - shapes forced through VKLLM_MATMUL_TUNE (every shape the chooser uses, the
  *     >= 8192-row ones included, plus odd ones, and the K depth / padding / prefetch
- *     settings that docs/perf-notes-coopmat2.md measures), with bias, strides and y_col;
+ *     settings that docs/perf-notes.md, "coopmat, second pass" measures), with bias, strides and
+ * y_col;
  *   - the first-cut kernel (COOPMAT_BASIC, and COOPMAT under VKLLM_MATMUL=old). */
 static const char *cm_type_name_lower(ggml_type t, char *buf, size_t n) {
     snprintf(buf, n, "%s", ggml_type_get_info(t).name);

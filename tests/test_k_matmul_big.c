@@ -107,8 +107,8 @@ Test(k_matmul_big, q8_0_matvec_and_get_rows, .timeout = 300) {
     cr_assert(bad < 0, "Q8_0 %u x %u seed %llu: row %ld not written", rows, cols,
               (unsigned long long)seed, bad);
     double err = test_rel_error(y, ref, rows);
-    k_matmul_args resolved = {.w = &w, .x = {&xb, 0, 0, false}, .y = {&yb, 0, 0, true},
-                              .n_tokens = 1};
+    k_matmul_args resolved = {
+        .w = &w, .x = {&xb, 0, 0, false}, .y = {&yb, 0, 0, true}, .n_tokens = 1};
     double bound =
         k_matmul_matvec_choice(gpu_context_features(test_gpu()), &resolved) == K_MATMUL_MATVEC_DP4A
             ? BIG_DP4A_BOUND

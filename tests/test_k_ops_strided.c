@@ -430,10 +430,10 @@ static void accumulate_case(ggml_type type, k_matmul_kernel kernel, uint32_t row
     gather(&c, out, got_d);
     gather(&c, expect, want_d);
     double err = test_rel_error(got_d, want_d, (size_t)nt * rows);
-    double bound = k_matmul_matvec_choice(gpu_context_features(test_gpu()), &r.a) ==
-                           K_MATMUL_MATVEC_DP4A
-                       ? DP4A_BOUND
-                       : MATVEC_BOUND;
+    double bound =
+        k_matmul_matvec_choice(gpu_context_features(test_gpu()), &r.a) == K_MATMUL_MATVEC_DP4A
+            ? DP4A_BOUND
+            : MATVEC_BOUND;
     cr_assert(err <= bound, "%s: relative error %.3g > %.3g", what, err, bound);
     for (size_t i = 0; i < (size_t)nt * ys; i++) {
         size_t col = i % ys;

@@ -174,8 +174,8 @@ static void mm_grid(const gpu_features *f, uint64_t n, uint32_t *gx, uint32_t *g
 /* ---------------------------------------------------------------- kernel choice */
 
 #define MM_MATVEC_MAX_TOKENS 8
-#define MM_MATVEC_ROWS 2          /* rows per workgroup */
-#define MM_CM_TILE 64             /* matmul.comp's CM_BM and CM_BN */
+#define MM_MATVEC_ROWS 2 /* rows per workgroup */
+#define MM_CM_TILE 64    /* matmul.comp's CM_BM and CM_BN */
 
 /* VkComponentTypeNV values */
 #define MM_COMPONENT_FLOAT16 0u
@@ -406,6 +406,17 @@ bool k_matmul_matvec_fast_applies(const gpu_features *f, const k_matmul_args *a)
     return mv_configure(f, a, &l, &c);
 }
 
+/* The matvec kernels' X, Y and bias bindings (X stands in for an absent bias: the
+ * shaders read it only when HAS_BIAS). */
+static void mv_bindings(const k_matmul_args *a, gpu_binding *x, gpu_binding *y, gpu_binding *bias) {
+    *x = a->x;
+    *y = a->y;
+    x->writable = false;
+    y->writable = true;
+    *bias = a->bias.buffer ? a->bias : *x;
+    bias->writable = false;
+}
+
 static vkllm_status mv_run_fast(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
                                 const mm_layout *l, const mv_config *c, uint32_t x_stride,
                                 uint32_t y_stride) {
@@ -413,11 +424,8 @@ static vkllm_status mv_run_fast(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
     const k_weight *w = a->w;
     char name[64];
     snprintf(name, sizeof name, "matvec_fast_%s", l->suffix);
-    gpu_binding x = a->x, y = a->y;
-    x.writable = false;
-    y.writable = true;
-    gpu_binding bias = a->bias.buffer ? a->bias : x;
-    bias.writable = false;
+    gpu_binding x, y, bias;
+    mv_bindings(a, &x, &y, &bias);
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += MM_MATVEC_MAX_TOKENS) {
         uint32_t nt = a->n_tokens - t0;
         if (nt > MM_MATVEC_MAX_TOKENS) nt = MM_MATVEC_MAX_TOKENS;
@@ -455,15 +463,15 @@ static vkllm_status mv_run_fast(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
 }
 
 /* ---------------------------------------------------------------- matvec_dp4a
- * See matvec_dp4a.comp and docs/perf-notes-dp4a.md. Workgroups of DP_SUBGROUPS subgroups
+ * See matvec_dp4a.comp and docs/perf-notes.md, "matvec_dp4a". Workgroups of DP_SUBGROUPS subgroups
  * (half for weights of <= MV_FEW_ROWS rows), DP_ROWS rows per subgroup, persistent over
  * row groups: at most DP_MAX_WG workgroups (about 2 per SM on an H100), each quantizing X
  * once for all its groups, the groups spread evenly. Tokens per pass: as many as the
  * quantized X (1.5 bytes per element and token) fits shared memory, at most 8.
  * VKLLM_MATVEC_DP4A_TUNE="R,S,W" overrides rows, subgroups and the workgroup cap. */
 
-/* 1 row per subgroup: measured on the H100 (docs/perf-notes.md, "int8 activations"),
- * Q4_K 382 -> 1,592 GB/s at gate/up against 2 rows (fewer live registers); Q4_0, Q8_0
+/* 1 row per subgroup: measured on the H100 (docs/perf-notes.md, "outcomes of the second
+ * speed pass"), Q4_K 382 -> 1,592 GB/s at gate/up against 2 rows (fewer live registers); Q4_0, Q8_0
  * and Q6_K also best or within 3%. */
 #define DP_ROWS 1
 #define DP_SUBGROUPS 8
@@ -564,11 +572,8 @@ static vkllm_status mv_run_dp4a(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
     const k_weight *w = a->w;
     char name[64];
     snprintf(name, sizeof name, "matvec_dp4a_%s", l->suffix);
-    gpu_binding x = a->x, y = a->y;
-    x.writable = false;
-    y.writable = true;
-    gpu_binding bias = a->bias.buffer ? a->bias : x;
-    bias.writable = false;
+    gpu_binding x, y, bias;
+    mv_bindings(a, &x, &y, &bias);
     /* fewest rows a workgroup's pass covers (subgroups of the largest size) */
     uint32_t group_rows =
         c->rows * (c->wg / (mv_sg_max(f) > f->subgroup_size ? mv_sg_max(f) : f->subgroup_size));
@@ -654,7 +659,7 @@ static vkllm_status mm_run_tiled(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_
  *     workgroups, else 128 x 64, else 64 x 64 with K split over 2.
  * Every automatic shape uses KSUB 2 (32 columns per K slice and step), PAD 1 and
  * PREFETCH 1. VKLLM_MATMUL_TUNE="SG_M,FM,SG_N,FN,SG_K[,KSUB[,PAD[,PREFETCH]]]" forces a
- * shape (tests, experiments; defaults 2, 1, 1; docs/perf-notes-coopmat2.md). A shape
+ * shape (tests, experiments; defaults 2, 1, 1; docs/perf-notes.md, "coopmat, second pass"). A shape
  * whose shared memory exceeds the device limit halves SG_K, then KSUB, then falls back
  * to the first-cut kernel. */
 
@@ -852,8 +857,9 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
     cm_shape shape = {0};
     if (kernel == K_MATMUL_COOPMAT) {
         /* matmul_coopmat.comp at every size: measured on the H100 (docs/perf-notes.md,
-         * "unrolled coopmat") 1.6-2.1x the 64x64 kernel at 512 tokens and 3-4x at 16-64.
-         * VKLLM_MATMUL=old sends COOPMAT/AUTO back to the 64x64 kernel (A/B timing). */
+         * "outcomes of the second speed pass") 1.6-2.1x the 64x64 kernel at 512 tokens,
+         * 3-4x at 16-64. VKLLM_MATMUL=old sends COOPMAT/AUTO back to the 64x64 kernel (A/B timing).
+         */
         bool old = mm_env && !strcasecmp(mm_env, "old");
         if (!old && !cm_configure(f, w->rows, a->n_tokens, &shape)) {
             if (emulate)

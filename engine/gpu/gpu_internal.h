@@ -169,9 +169,9 @@ typedef struct gpu_access {
 struct gpu_cmd {
     gpu_context *ctx;
     struct gpu_cmd *next_live; /* the context's list of commands not yet released */
-    gpu_cmd_slot *slot;    /* the command buffer being recorded */
-    gpu_cmd_slot *flushed; /* parts already submitted by gpu_cmd_flush (list via next) */
-    gpu_cmd_slot *ts_slot; /* owner of the query pool the timestamps go to */
+    gpu_cmd_slot *slot;        /* the command buffer being recorded */
+    gpu_cmd_slot *flushed;     /* parts already submitted by gpu_cmd_flush (list via next) */
+    gpu_cmd_slot *ts_slot;     /* owner of the query pool the timestamps go to */
     uint32_t flushes;
     bool internal;  /* an upload/download: does not recycle the ring */
     bool submitted; /* submitted, fence not yet waited */
