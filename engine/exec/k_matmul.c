@@ -329,10 +329,24 @@ static uint32_t mv_sg_min(const gpu_features *f) {
     return m ? m : 1;
 }
 
+/* The widest subgroup the driver may give a matvec pipeline (never below the default). */
 static uint32_t mv_sg_max(const gpu_features *f) {
     uint32_t m =
         f->subgroup_size_control && f->subgroup_max_size ? f->subgroup_max_size : f->subgroup_size;
+    if (m < f->subgroup_size) m = f->subgroup_size;
     return m ? m : 1;
+}
+
+/* Invocations of a workgroup of *sgs full subgroups of any size the driver may pick (a
+ * multiple of the largest), halving *sgs until it fits the device; 0 if even one does
+ * not. */
+static uint32_t mv_workgroup_size(const gpu_features *f, uint32_t *sgs) {
+    uint32_t wg = *sgs * mv_sg_max(f);
+    while (wg > f->max_workgroup_invocations && *sgs > 1) {
+        *sgs /= 2;
+        wg = *sgs * mv_sg_max(f);
+    }
+    return wg > f->max_workgroup_invocations ? 0 : wg;
 }
 
 /* Fills *c for weight w (checked layout l); false when the fast kernel cannot run it. */
@@ -359,15 +373,9 @@ static bool mv_configure(const gpu_features *f, const k_matmul_args *a, const mm
         if (few && sgs > 1) sgs /= 2;
         if (mv_sg_min(f) >= 32 && !few) loads = 2;
     }
-    uint32_t sg = f->subgroup_size ? f->subgroup_size : 1, sg_max = mv_sg_max(f);
-    if (sg_max < sg) sg_max = sg;
-    /* full subgroups of any size the driver may pick: a multiple of the largest */
-    uint32_t wg = sgs * sg_max;
-    while (wg > f->max_workgroup_invocations && sgs > 1) {
-        sgs /= 2;
-        wg = sgs * sg_max;
-    }
-    if (wg > f->max_workgroup_invocations) return false;
+    uint32_t sg = f->subgroup_size ? f->subgroup_size : 1;
+    uint32_t wg = mv_workgroup_size(f, &sgs);
+    if (wg == 0) return false;
     while ((uint64_t)rows * loads * wg * 16 > f->max_shared_memory && loads > 1)
         loads /= 2;
     if ((uint64_t)rows * loads * wg * 16 > f->max_shared_memory) return false;
@@ -511,14 +519,8 @@ static bool dp_configure(const gpu_features *f, const k_matmul_args *a, dp_confi
     } else if (w->rows <= MV_FEW_ROWS) {
         sgs /= 2;
     }
-    uint32_t sg_max = mv_sg_max(f);
-    if (sg_max < f->subgroup_size) sg_max = f->subgroup_size;
-    uint32_t wg = sgs * sg_max;
-    while (wg > f->max_workgroup_invocations && sgs > 1) {
-        sgs /= 2;
-        wg = sgs * sg_max;
-    }
-    if (wg > f->max_workgroup_invocations) return false;
+    uint32_t wg = mv_workgroup_size(f, &sgs);
+    if (wg == 0) return false;
     c->max_tokens = 0;
     while (c->max_tokens < MM_MATVEC_MAX_TOKENS &&
            dp_shared_bytes(w->cols, c->max_tokens + 1) <= f->max_shared_memory)
@@ -575,8 +577,7 @@ static vkllm_status mv_run_dp4a(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
     gpu_binding x, y, bias;
     mv_bindings(a, &x, &y, &bias);
     /* fewest rows a workgroup's pass covers (subgroups of the largest size) */
-    uint32_t group_rows =
-        c->rows * (c->wg / (mv_sg_max(f) > f->subgroup_size ? mv_sg_max(f) : f->subgroup_size));
+    uint32_t group_rows = c->rows * (c->wg / mv_sg_max(f));
     if (group_rows == 0) group_rows = c->rows;
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += c->max_tokens) {
         uint32_t nt = a->n_tokens - t0;

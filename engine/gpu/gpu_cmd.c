@@ -469,6 +469,22 @@ void gpu_cmd_timestamp(gpu_cmd *cmd, const char *label) {
 
 /* ---------------------------------------------------------------- submit */
 
+/* Ends a slot's command buffer and submits it, signalling `fence` (may be null); *call
+ * names the Vulkan call that failed. */
+static VkResult gpu_slot_end_submit(gpu_context *ctx, gpu_cmd_slot *slot, VkFence fence,
+                                    const char **call) {
+    *call = "vkEndCommandBuffer";
+    VkResult r = ctx->vk.vkEndCommandBuffer(slot->cb);
+    if (r < 0) return r;
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 1,
+        .pCommandBuffers = &slot->cb,
+    };
+    *call = "vkQueueSubmit";
+    return ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, fence);
+}
+
 vkllm_status gpu_cmd_submit_nowait(gpu_cmd *cmd) {
     if (!cmd) return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "gpu_cmd_submit: no command");
     gpu_context *ctx = cmd->ctx;
@@ -484,20 +500,11 @@ vkllm_status gpu_cmd_submit_nowait(gpu_cmd *cmd) {
                        VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                            VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
                            VK_ACCESS_HOST_READ_BIT);
-    VkResult r = ctx->vk.vkEndCommandBuffer(cmd->slot->cb);
+    const char *call;
+    VkResult r = gpu_slot_end_submit(ctx, cmd->slot, cmd->slot->fence, &call);
     if (r < 0) {
         gpu_cmd_release(cmd);
-        return gpu_vk_fail(r, "vkEndCommandBuffer", "finishing a command buffer");
-    }
-    VkSubmitInfo submit = {
-        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-        .commandBufferCount = 1,
-        .pCommandBuffers = &cmd->slot->cb,
-    };
-    r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, cmd->slot->fence);
-    if (r < 0) {
-        gpu_cmd_release(cmd);
-        return gpu_vk_fail(r, "vkQueueSubmit", "one command buffer");
+        return gpu_vk_fail(r, call, "finishing and submitting a command buffer");
     }
     cmd->submitted = true;
     return VKLLM_OK;
@@ -513,17 +520,8 @@ vkllm_status gpu_cmd_flush(gpu_cmd *cmd) {
         gpu_cmd_set_error(cmd, s);
         return s;
     }
-    VkResult r = ctx->vk.vkEndCommandBuffer(cmd->slot->cb);
-    const char *call = "vkEndCommandBuffer";
-    if (r >= 0) {
-        VkSubmitInfo submit = {
-            .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-            .commandBufferCount = 1,
-            .pCommandBuffers = &cmd->slot->cb,
-        };
-        r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE);
-        call = "vkQueueSubmit";
-    }
+    const char *call;
+    VkResult r = gpu_slot_end_submit(ctx, cmd->slot, VK_NULL_HANDLE, &call);
     if (r >= 0) {
         r = gpu_slot_begin(ctx, next);
         call = "vkBeginCommandBuffer";
