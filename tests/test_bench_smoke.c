@@ -309,6 +309,46 @@ Test(bench_smoke, latency) {
     rm_tmpdir();
 }
 
+/* --profile: one table per test whose rows add up to the step's GPU time, with the
+ * kernels a decode step must run. */
+Test(bench_smoke, latency_profile) {
+    make_tmpdir();
+    char model[300], json[300];
+    synth_tiny(model, sizeof model);
+    path_in_tmp(json, sizeof json, "profile.json");
+    const char *argv[] = {NULL, "bench",     "latency", "-m", model,     "-p", "24",
+                          "-n", "3",         "-r",      "1",  "--batch", "2",  "--batch-prompt",
+                          "8",  "--profile", "--json",  json, NULL};
+    cr_assert_eq(run_vkllm(argv), 0, "bench latency --profile failed");
+    jval *root = jload(json);
+    const jval *prof = jarr(root, "profile", 3); /* pp24, tg3, B=2 */
+    const char *tests[] = {"pp24", "tg3", "decode B=2 (pp8+tg3)"};
+    for (size_t t = 0; t < 3; t++) {
+        const jval *p = prof->kids[t];
+        const jval *name = jget(p, "test");
+        cr_assert(name->type == J_STR && !strcmp(name->str, tests[t]), "test %zu: %s", t,
+                  name->type == J_STR ? name->str : "?");
+        cr_assert_eq(jnum(p, "steps"), t == 0 ? 1 : 3);
+        double step_us = jpos(p, "gpu_ms_per_step") * 1e3, sum = 0;
+        const jval *rows = jarr(p, "rows", (size_t)-1);
+        bool matvec = false, attention = false;
+        for (size_t i = 0; i < rows->n; i++) {
+            const jval *label = jget(rows->kids[i], "label");
+            cr_assert(label->type == J_STR);
+            matvec |= strstr(label->str, "matvec") != NULL || strstr(label->str, "matmul") != NULL;
+            attention |= strstr(label->str, "attn_") != NULL;
+            cr_assert(jnum(rows->kids[i], "us_per_step") >= 0);
+            cr_assert(jpos(rows->kids[i], "calls_per_step") > 0);
+            sum += jnum(rows->kids[i], "us_per_step");
+        }
+        cr_assert(matvec && attention, "%s: products and attention appear", tests[t]);
+        cr_assert_float_eq(sum, step_us, 1e-6 * step_us + 1e-3, "%s: rows add up to the step",
+                           tests[t]);
+    }
+    jfree(root);
+    rm_tmpdir();
+}
+
 /* ---------------------------------------------------------------- throughput */
 
 Test(bench_smoke, throughput_all_modes) {

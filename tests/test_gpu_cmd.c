@@ -349,6 +349,45 @@ Test(gpu_cmd, timestamps_are_monotonic) {
     gpu_buffer_destroy(ctx, &b);
 }
 
+Test(gpu_cmd, profiling_labels_every_dispatch) {
+    gpu_context *ctx = test_gpu();
+    if (!gpu_context_features(ctx)->timestamps) cr_skip_test("no timestamps on this queue");
+    const uint32_t elements = 3000;
+    gpu_buffer a, b;
+    cr_assert(gpu_buffer_create(ctx, elements * 16, GPU_MEMORY_DEVICE, &a) == VKLLM_OK);
+    cr_assert(gpu_buffer_create(ctx, elements * 16, GPU_MEMORY_DEVICE, &b) == VKLLM_OK);
+    gpu_pipeline *copy = copy_pipeline(ctx);
+    for (int on = 1; on >= 0; on--) {
+        gpu_set_profiling(ctx, on);
+        gpu_cmd *cmd;
+        cr_assert(gpu_cmd_begin(ctx, &cmd) == VKLLM_OK);
+        gpu_cmd_timestamp(cmd, "start");
+        for (uint32_t i = 0; i < 3; i++) {
+            gpu_binding bind[2] = {{.buffer = i % 2 ? &b : &a},
+                                   {.buffer = i % 2 ? &a : &b, .writable = true}};
+            uint32_t n = elements - i;
+            gpu_cmd_dispatch(cmd, copy, bind, 2, &n, 4, 12 + i, 1, 1);
+        }
+        gpu_cmd_timestamp(cmd, "end");
+        cr_assert(gpu_cmd_submit(cmd) == VKLLM_OK, "%s", vkllm_last_error());
+        const char **labels;
+        const double *ms;
+        uint32_t count = gpu_last_timestamps(ctx, &labels, &ms);
+        if (!on) {
+            cr_assert_eq(count, 2u, "profiling off: only the caller's timestamps");
+            continue;
+        }
+        cr_assert_eq(count, 5u);
+        cr_assert_str_eq(labels[1], "copy_vec4 p0=3000 g=12x1x1");
+        cr_assert_str_eq(labels[3], "copy_vec4 p0=2998 g=14x1x1");
+        cr_assert_str_eq(labels[4], "end");
+        for (uint32_t i = 1; i < count; i++)
+            cr_assert_geq(ms[i], ms[i - 1], "timestamp %u (%s)", i, labels[i]);
+    }
+    gpu_buffer_destroy(ctx, &a);
+    gpu_buffer_destroy(ctx, &b);
+}
+
 Test(gpu_cmd, ring_feeds_dispatches_and_recycles) {
     gpu_context *ctx = test_gpu();
     gpu_pipeline *copy = copy_pipeline(ctx);

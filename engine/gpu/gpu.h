@@ -255,8 +255,16 @@ void gpu_cmd_fill(gpu_cmd *cmd, const gpu_buffer *dst, uint64_t offset, uint64_t
 /* Forces a full compute/transfer memory barrier. */
 void gpu_cmd_barrier(gpu_cmd *cmd);
 
-/* Writes a GPU timestamp with a label (kept up to 256 per command buffer). */
+/* Writes a GPU timestamp with a label (kept up to 2048 per command buffer). */
 void gpu_cmd_timestamp(gpu_cmd *cmd, const char *label);
+
+/* Per-dispatch profiling (off by default): while on, every dispatch recorded is followed
+ * by a timestamp labelled "<shader> p0=<first push-constant word> g=<X>x<Y>x<Z>", so the
+ * gap between consecutive timestamps is what that dispatch added to the chain (its run
+ * time plus the barrier and launch before it). The timestamps serialise dispatches that
+ * would otherwise overlap, so a profiled step is slightly slower than an unprofiled one:
+ * use it to see where time goes, not to time the whole. */
+void gpu_set_profiling(gpu_context *ctx, bool on);
 
 /* Submits what was recorded so far without waiting, and goes on recording into a fresh
  * Vulkan command buffer of the same gpu_cmd, so the GPU starts on the first part of a

@@ -383,6 +383,18 @@ void gpu_cmd_dispatch(gpu_cmd *cmd, gpu_pipeline *pipeline, const gpu_binding *b
         ctx->vk.vkCmdPushConstants(cb, pipeline->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_size,
                                    push_constants);
     ctx->vk.vkCmdDispatch(cb, groups_x, groups_y, groups_z);
+    if (ctx->profiling) {
+        uint32_t p0 = 0;
+        if (push_size >= 4) memcpy(&p0, push_constants, 4);
+        char label[2 * GPU_LABEL_MAX]; /* cut to GPU_LABEL_MAX by gpu_cmd_timestamp */
+        snprintf(label, sizeof label, "%s p0=%u g=%ux%ux%u", name, p0, groups_x, groups_y,
+                 groups_z);
+        gpu_cmd_timestamp(cmd, label);
+    }
+}
+
+void gpu_set_profiling(gpu_context *ctx, bool on) {
+    if (ctx) ctx->profiling = on;
 }
 
 static bool gpu_cmd_check_range(gpu_cmd *cmd, const char *what, const gpu_buffer *buffer,

@@ -145,7 +145,7 @@ typedef struct gpu_module_entry {
 
 /* ---------------------------------------------------------------- commands */
 
-#define GPU_MAX_TIMESTAMPS 256
+#define GPU_MAX_TIMESTAMPS 2048
 #define GPU_LABEL_MAX 64
 #define GPU_SETS_PER_POOL 256
 
@@ -219,6 +219,7 @@ struct gpu_context {
 
     bool validation;
     uint32_t validation_errors;
+    bool profiling; /* gpu_set_profiling: a timestamp after every dispatch */
 
     bool use_push_descriptors;
     bool buffer_device_address;

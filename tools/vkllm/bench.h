@@ -76,6 +76,25 @@ bool bench_parse_u32_list(const char *cmd, const char *opt, const char *s, uint3
 bool bench_parse_f64_list(const char *cmd, const char *opt, const char *s, double *out, size_t max,
                           size_t *n);
 
+/* ---------------------------------------------------------------- per-dispatch profile */
+
+#define BENCH_PROFILE_ROWS 64
+typedef struct bench_profile_row {
+    char label[64];
+    double ms;
+    uint32_t calls;
+} bench_profile_row;
+typedef struct bench_profile {
+    bench_profile_row rows[BENCH_PROFILE_ROWS];
+    int n_rows;
+    uint32_t steps;
+    double total_ms;
+} bench_profile;
+/* Adds the timestamps of the context's last submitted step (gpu_set_profiling on). */
+void bench_profile_add_step(bench_profile *p, const gpu_context *ctx);
+/* Prints the table (sorted by time) and appends it to a JSON array as one object. */
+void bench_profile_report(bench_profile *p, const char *test, bench_json *json);
+
 /* Prints the device line every report starts with. */
 void bench_print_device(const gpu_features *f);
 void bench_json_device(bench_json *j, const gpu_features *f);

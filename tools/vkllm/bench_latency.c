@@ -29,6 +29,7 @@ typedef struct lat_run {
     uint32_t per_seq_blocks;
     int32_t *tables; /* [max_seqs][per_seq_blocks] */
     uint64_t rng;
+    bench_profile *prof; /* non-null: timed steps add to it (--profile) */
 } lat_run;
 
 static uint32_t lat_rand(lat_run *r, uint32_t below) {
@@ -127,6 +128,7 @@ static bool lat_prefill(lat_run *r, lat_step *s, uint32_t n_prompt, uint32_t rep
         double w = 0, g = 0;
         lat_add(r, s, 0, 0, prompt, n_prompt);
         ok = lat_run_step(r, s, &w, &g);
+        if (ok && rep > 0 && r->prof) bench_profile_add_step(r->prof, r->m->gpu);
         if (rep > 0) {
             tps[rep - 1] = n_prompt / w;
             wall[rep - 1] = w * 1e3;
@@ -179,6 +181,7 @@ static bool lat_decode(lat_run *r, lat_step *s, uint32_t n_seqs, uint32_t n_prom
             for (uint32_t q = 0; q < n_seqs; q++)
                 lat_add(r, s, q, n_prompt + step, &next[q], 1);
             ok = lat_run_step(r, s, &w, &g);
+            if (ok && rep > 0 && r->prof) bench_profile_add_step(r->prof, r->m->gpu);
             for (uint32_t q = 0; ok && q < n_seqs; q++)
                 next[q] = s->argmax[q];
         }
@@ -194,6 +197,45 @@ static bool lat_decode(lat_run *r, lat_step *s, uint32_t n_seqs, uint32_t n_prom
     return ok;
 }
 
+/* --profile: each test once more (after its own warm-up) with per-dispatch timestamps. */
+static bool lat_profile(lat_run *r, lat_step *s, uint32_t n_prompt, uint32_t n_gen,
+                        const uint32_t *batches, size_t n_batches, uint32_t batch_prompt,
+                        uint32_t batch_gen, bench_json *json) {
+    bench_profile *prof = malloc(sizeof *prof);
+    if (!prof) return false;
+    gpu_set_profiling(r->m->gpu, true);
+    r->prof = prof;
+    bench_json_array(json, "profile");
+    lat_result res;
+    bool ok = true;
+    if (n_prompt) {
+        memset(prof, 0, sizeof *prof);
+        char name[32];
+        snprintf(name, sizeof name, "pp%u", n_prompt);
+        ok = lat_prefill(r, s, n_prompt, 1, &res);
+        if (ok) bench_profile_report(prof, name, json);
+    }
+    if (ok && n_gen) {
+        memset(prof, 0, sizeof *prof);
+        char name[32];
+        snprintf(name, sizeof name, "tg%u", n_gen);
+        ok = lat_decode(r, s, 1, 0, n_gen, 1, &res);
+        if (ok) bench_profile_report(prof, name, json);
+    }
+    for (size_t b = 0; ok && b < n_batches; b++) {
+        memset(prof, 0, sizeof *prof);
+        char name[48];
+        snprintf(name, sizeof name, "decode B=%u (pp%u+tg%u)", batches[b], batch_prompt, batch_gen);
+        ok = lat_decode(r, s, batches[b], batch_prompt, batch_gen, 1, &res);
+        if (ok) bench_profile_report(prof, name, json);
+    }
+    bench_json_end_array(json);
+    gpu_set_profiling(r->m->gpu, false);
+    r->prof = NULL;
+    free(prof);
+    return ok;
+}
+
 static void usage(FILE *out) {
     fprintf(out, "usage: vkllm bench latency -m MODEL [options]\n"
                  "  -p N              prompt tokens of the prefill test (default 512; 0 skips it)\n"
@@ -202,6 +244,8 @@ static void usage(FILE *out) {
                  "  --batch LIST      also decode B sequences together for each B, e.g. 8,32,64\n"
                  "  --batch-prompt N  prompt tokens of each batched sequence (default 128)\n"
                  "  --no-single       skip pp/tg (only the --batch figures)\n"
+                 "  --profile         then run each test once more with a timestamp after every\n"
+                 "                    dispatch and print where the GPU time goes\n"
                  "  --json FILE       write the results as JSON\n"
                  "  --png FILE        plot decode tokens/s against batch size\n"
                  "  --device D        Vulkan device index or name substring\n"
@@ -214,7 +258,7 @@ int bench_latency(int argc, char **argv) {
     uint32_t batches[LAT_MAX_BATCHES];
     size_t n_batches = 0;
     uint64_t seed = 1;
-    bool single = true;
+    bool single = true, profile = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool ok = true;
@@ -223,6 +267,8 @@ int bench_latency(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--no-single")) {
             single = false;
+        } else if (!strcmp(a, "--profile")) {
+            profile = true;
         } else if (i + 1 >= argc) {
             fprintf(stderr, "vkllm bench latency: unknown option or missing value '%s'\n\n", a);
             usage(stderr);
@@ -359,6 +405,9 @@ int bench_latency(int argc, char **argv) {
         }
         bench_json_end_array(&json);
     }
+    if (ok && profile)
+        ok = lat_profile(&r, &s, single ? n_prompt : 0, single ? n_gen : 0, batches,
+                         n_gen ? n_batches : 0, batch_prompt, n_gen, &json);
     if (ok && png_path && nb) {
         bench_plot plot = {.title = "Decode throughput against batch size",
                            .x_label = "sequences decoding together",
