@@ -6,6 +6,8 @@
 #   tools/gpu_ab.sh BUILD_DIR kernels   # the test suite (AB_CTEST_REGEX), then the
 #                                       # matvec / attention / coopmat A/B runs
 #   tools/gpu_ab.sh BUILD_DIR latency   # Q4_0 latency new vs old, Q8_0 and Q4_K_M new
+#   tools/gpu_ab.sh BUILD_DIR profile   # latency --profile (per-kernel GPU time per step)
+#                                       # of AB_PROFILE_TYPES (default Q4_0), defaults only
 # "new" runs set VKLLM_MATMUL=$AB_NEW_MATMUL (default new: the large-tile coopmat kernel for
 # prefill); "old" runs force every previous variant (and one submission per step).
 #
@@ -111,8 +113,27 @@ latency)
   rm -f "$scratch/llama3-8b-Q8_0.gguf"
   latency Q4_K_M new "${new_env[@]}"
   ;;
+profile)
+  latency_args=(-p 512 -n 64 -r 2 --batch ${AB_PROFILE_BATCH:-8,64} --profile)
+  for type in ${AB_PROFILE_TYPES:-Q4_0}; do
+    latency "$type" profile "${new_env[@]}" ${AB_PROFILE_ENV:-}
+    python3 - "$work/latency-$type-profile.json" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception:
+    sys.exit(0)
+for p in d.get("profile", []):
+    print(f"  profile {p['test']}: {p['gpu_ms_per_step']:.3f} ms/step")
+    for r in p["rows"][:14]:
+        share = 100 * r["us_per_step"] / (1000 * p["gpu_ms_per_step"])
+        print(f"    {r['label']:56s} {r['calls_per_step']:6.1f} {r['us_per_step']:9.1f} us {share:5.1f}%")
+PY
+    rm -f "$scratch/llama3-8b-$type.gguf"
+  done
+  ;;
 *)
-  echo "gpu_ab: unknown part '$part' (kernels or latency)" >&2
+  echo "gpu_ab: unknown part '$part' (kernels, latency or profile)" >&2
   exit 2
   ;;
 esac
