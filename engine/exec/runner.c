@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "exec/k_attention.h"
 #include "exec/k_matmul.h"
@@ -125,6 +126,7 @@ struct exec_model {
     uint64_t last_readback_bytes;
     uint64_t weight_bytes, kv_bytes, scratch_bytes;
     double last_gpu_ms;
+    double last_record_ms; /* host time recording the last step's commands */
     uint32_t last_barriers;
 };
 
@@ -502,6 +504,16 @@ void exec_model_memory(const exec_model *m, uint64_t *weights, uint64_t *kv, uin
 
 double exec_last_step_gpu_ms(const exec_model *m) {
     return m->last_gpu_ms;
+}
+
+double exec_last_step_record_ms(const exec_model *m) {
+    return m->last_record_ms;
+}
+
+static double monotonic_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
 uint32_t exec_last_step_barriers(const exec_model *m) {
@@ -888,7 +900,9 @@ vkllm_status exec_step_ex(exec_model *m, const exec_step_plan *plan, const exec_
     m->last_readback_bytes = 0;
     gpu_cmd *cmd;
     VKL_TRY(gpu_cmd_begin(m->ctx, &cmd));
+    double record_start = monotonic_ms();
     vkllm_status s = record_step(m, cmd, plan, n_rows, o);
+    m->last_record_ms = monotonic_ms() - record_start;
     if (s != VKLLM_OK) {
         /* Submitting an unfinished recording would run half a step; gpu_cmd_submit
          * still frees it, so submit only after recording a barrier-only tail. */

@@ -100,6 +100,11 @@ vkllm_status exec_apply_kv_ops(exec_model *model, const kv_op *ops, size_t n_ops
  * device has no timestamps). */
 double exec_last_step_gpu_ms(const exec_model *model);
 
+/* Host time the last step spent recording its commands (ms): the inputs' upload and every
+ * launcher, including the parts gpu_cmd_flush submitted while recording went on. When it
+ * approaches the GPU time, the GPU waits for the host. */
+double exec_last_step_record_ms(const exec_model *model);
+
 /* Pipeline barriers the automatic tracking recorded in the last step's command buffer
  * (the final one that publishes results excluded). */
 uint32_t exec_last_step_barriers(const exec_model *model);

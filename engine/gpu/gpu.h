@@ -263,7 +263,9 @@ void gpu_cmd_timestamp(gpu_cmd *cmd, const char *label);
  * gap between consecutive timestamps is what that dispatch added to the chain (its run
  * time plus the barrier and launch before it). The timestamps serialise dispatches that
  * would otherwise overlap, so a profiled step is slightly slower than an unprofiled one:
- * use it to see where time goes, not to time the whole. */
+ * use it to see where time goes, not to time the whole. Each gpu_cmd_flush adds a timestamp
+ * "(idle: next part not yet submitted)" at the start of the new part: its gap is time the
+ * GPU had finished the earlier parts and waited for the host to submit this one. */
 void gpu_set_profiling(gpu_context *ctx, bool on);
 
 /* Submits what was recorded so far without waiting, and goes on recording into a fresh

@@ -550,6 +550,9 @@ vkllm_status gpu_cmd_flush(gpu_cmd *cmd) {
         return s;
     }
     cmd->flushes++;
+    /* The first timestamp of the new part is written once the previous parts are done and
+     * this one has started: its gap is the GPU waiting for the host to submit it. */
+    if (ctx->profiling) gpu_cmd_timestamp(cmd, "(idle: next part not yet submitted)");
     return VKLLM_OK;
 }
 

@@ -88,10 +88,11 @@ typedef struct bench_profile {
     bench_profile_row rows[BENCH_PROFILE_ROWS];
     int n_rows;
     uint32_t steps;
-    double total_ms;
+    double total_ms, record_ms;
 } bench_profile;
-/* Adds the timestamps of the context's last submitted step (gpu_set_profiling on). */
-void bench_profile_add_step(bench_profile *p, const gpu_context *ctx);
+/* Adds the timestamps of the context's last submitted step (gpu_set_profiling on) and
+ * the host time that step spent recording (exec_last_step_record_ms). */
+void bench_profile_add_step(bench_profile *p, const gpu_context *ctx, double record_ms);
 /* Prints the table (sorted by time) and appends it to a JSON array as one object. */
 void bench_profile_report(bench_profile *p, const char *test, bench_json *json);
 

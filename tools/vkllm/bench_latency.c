@@ -128,7 +128,8 @@ static bool lat_prefill(lat_run *r, lat_step *s, uint32_t n_prompt, uint32_t rep
         double w = 0, g = 0;
         lat_add(r, s, 0, 0, prompt, n_prompt);
         ok = lat_run_step(r, s, &w, &g);
-        if (ok && rep > 0 && r->prof) bench_profile_add_step(r->prof, r->m->gpu);
+        if (ok && rep > 0 && r->prof)
+            bench_profile_add_step(r->prof, r->m->gpu, exec_last_step_record_ms(r->m->exec));
         if (rep > 0) {
             tps[rep - 1] = n_prompt / w;
             wall[rep - 1] = w * 1e3;
@@ -181,7 +182,8 @@ static bool lat_decode(lat_run *r, lat_step *s, uint32_t n_seqs, uint32_t n_prom
             for (uint32_t q = 0; q < n_seqs; q++)
                 lat_add(r, s, q, n_prompt + step, &next[q], 1);
             ok = lat_run_step(r, s, &w, &g);
-            if (ok && rep > 0 && r->prof) bench_profile_add_step(r->prof, r->m->gpu);
+            if (ok && rep > 0 && r->prof)
+                bench_profile_add_step(r->prof, r->m->gpu, exec_last_step_record_ms(r->m->exec));
             for (uint32_t q = 0; ok && q < n_seqs; q++)
                 next[q] = s->argmax[q];
         }
