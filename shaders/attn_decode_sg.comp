@@ -19,12 +19,27 @@
 // and written as attn_decode writes them: out = acc / l when the sequence has <= 1
 // partition, else the unnormalized acc and (m, l) into scratch.
 //
+// FUSED_REDUCE (variant attn_decode_sg_fused): the partitions are merged by this dispatch
+// instead of attn_reduce.comp. Each workgroup that wrote a partial result (sequences with
+// more than one partition) counts itself in counters[seq * gl_NumWorkGroups.y + y] (one
+// counter per (sequence, head chunk), an atomicAdd by one thread); the workgroup that
+// brings the count to the sequence's partition count is the last one: it merges every
+// partition of its heads exactly as attn_reduce does and resets the counter to 0 for
+// the next dispatch (all the others have counted by then). Visibility of the partials
+// (no Vulkan memory model needed): scratch and counters are `coherent` (loads and
+// stores bypass the non-coherent caches); every invocation that wrote scratch runs
+// memoryBarrierBuffer() (its writes are ordered before what follows) and then barrier(),
+// and only after that does thread 0 increment; the last workgroup reads scratch after a
+// barrier() that follows that increment and another memoryBarrierBuffer(). The counters
+// must be zero before the first dispatch (the caller clears them once).
+//
 // Invariants: gl_SubgroupSize == LANES and WG is a multiple of LANES (the launcher asks
 // for that subgroup size where the driver can vary it); HEAD_DIM is a multiple of 4;
 // HEADS * HEAD_DIM * NSG floats fit shared memory (launcher). Masked keys (past the
 // partition end) read a valid row (the last key's) and get probability exactly 0.
 //
 // variant: attn_decode_sg
+// variant: attn_decode_sg_fused FUSED_REDUCE
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -49,7 +64,12 @@ layout(std430, binding = 2) readonly buffer VCache { uvec2 v_cache[]; };
 layout(std430, binding = 3) readonly buffer Tables { int block_tables[]; };
 layout(std430, binding = 4) readonly buffer Ctx { int context_lens[]; };
 layout(std430, binding = 5) writeonly buffer Out { vec2 out_rows[]; };
+#ifdef FUSED_REDUCE
+layout(std430, binding = 6) coherent buffer Scratch { float scratch[]; };
+layout(std430, binding = 7) coherent buffer Counters { uint counters[]; };
+#else
 layout(std430, binding = 6) writeonly buffer Scratch { float scratch[]; };
+#endif
 
 layout(push_constant) uniform Push {
     uint n_seqs;
@@ -69,6 +89,9 @@ layout(push_constant) uniform Push {
 
 shared float m_s[NSG * HEADS], l_s[NSG * HEADS];
 shared vec4 acc_s[NSG * HEADS * QUADS];
+#ifdef FUSED_REDUCE
+shared bool last_s;
+#endif
 
 // First uvec2 of the K/V row of token `offset` in the block at block_tables[entry]
 // (ids clamped into the cache, as attn_decode does).
@@ -78,6 +101,55 @@ uint row_quad(uint entry, uint kv_head, uint offset) {
 }
 
 vec4 unpack4(uvec2 w) { return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
+
+#ifdef FUSED_REDUCE
+// Called by every invocation after this workgroup wrote its partition of heads head0 ..
+// head0 + n_heads - 1 of `seq` to scratch (see the header): the last of the n_parts
+// workgroups of that (sequence, chunk) merges all partitions into out_rows:
+//     out = sum_i exp(m_i - M) acc_i / sum_i exp(m_i - M) l_i,  M = max_i m_i.
+void merge_partitions(uint seq, uint head0, uint n_heads, uint n_parts) {
+    uint tid = gl_LocalInvocationID.x;
+    memoryBarrierBuffer(); // this invocation's partial writes before the count
+    barrier();             // ... and every invocation's
+    if (tid == 0u) {
+        uint counter = seq * gl_NumWorkGroups.y + gl_WorkGroupID.y;
+        bool last = atomicAdd(counters[counter], 1u) + 1u == n_parts;
+        // Every other workgroup of this counter has counted: reset it for the next use.
+        if (last) atomicExchange(counters[counter], 0u);
+        last_s = last;
+    }
+    barrier();
+    if (!last_s) return; // workgroup-uniform
+    memoryBarrierBuffer(); // the other workgroups' partials, visible since they counted
+    // (M, sum l) per head into m_s / l_s (the subgroup merge is done with them).
+    if (tid < n_heads) {
+        uint ml = pc.ml_offset + (seq * pc.n_head + head0 + tid) * pc.max_parts * 2u;
+        float m_all = ATTN_MASKED;
+        for (uint i = 0u; i < n_parts; i++) m_all = max(m_all, scratch[ml + 2u * i]);
+        float l_all = 0.0;
+        for (uint i = 0u; i < n_parts; i++)
+            l_all += attn_prob(scratch[ml + 2u * i], m_all) * scratch[ml + 2u * i + 1u];
+        m_s[tid] = m_all;
+        l_s[tid] = l_all;
+    }
+    barrier();
+    for (uint w = tid; w < n_heads * QUADS; w += WG) {
+        uint g = w / QUADS, quad = w - g * QUADS;
+        uint row = seq * pc.n_head + head0 + g;
+        uint ml = pc.ml_offset + row * pc.max_parts * 2u;
+        float m_all = m_s[g], l_all = l_s[g];
+        vec4 o = vec4(0.0);
+        for (uint i = 0u; i < n_parts; i++) {
+            float wgt = attn_prob(scratch[ml + 2u * i], m_all);
+            uint at = (row * pc.max_parts + i) * HEAD_DIM + 4u * quad;
+            o += wgt * vec4(scratch[at], scratch[at + 1u], scratch[at + 2u], scratch[at + 3u]);
+        }
+        o = l_all > 0.0 ? o / l_all : vec4(0.0);
+        out_rows[row * HALF + 2u * quad] = o.xy;
+        out_rows[row * HALF + 2u * quad + 1u] = o.zw;
+    }
+}
+#endif
 
 void main() {
     uint lane = gl_SubgroupInvocationID, sg = gl_SubgroupID, tid = gl_LocalInvocationID.x;
@@ -212,4 +284,8 @@ void main() {
             }
         }
     }
+#ifdef FUSED_REDUCE
+    if (single) return; // workgroup-uniform
+    merge_partitions(seq, head0, n_heads_here, min(n_parts, pc.max_parts));
+#endif
 }

@@ -64,7 +64,9 @@
 // fragment element e = lane + 32q, q < 4, at row e%16, column e/16), so that tile
 // loading, double buffering, the K-slice reduction and the epilogue are tested on
 // devices without cooperative matrices (lavapipe). Needs shaderFloat16 only. Selected
-// by VKLLM_MATMUL=emulate (tests); never chosen by AUTO.
+// by VKLLM_MATMUL=emulate (tests; AUTO then picks it too, so engine tests run it).
+// Split-K across workgroups (k_matmul.c) runs this kernel once per K slice (cols = the
+// slice, skew and x_offset moved to its start) and sums in split_k_reduce.comp.
 // variant: matmul_cm_emu_f32 DQ_F32 CM_EMULATE
 // variant: matmul_cm_emu_f16 DQ_F16 CM_EMULATE
 // variant: matmul_cm_emu_q4_0 DQ_Q4_0 CM_EMULATE

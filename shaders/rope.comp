@@ -22,15 +22,15 @@
  * copy dims n_rot + 2(j - n_rot/2) and the one after it. head_dim and n_rot
  * are even (checked by the launcher). Grid-stride loop over all pairs.
  * theta is computed in f32, as llama.cpp and Hugging Face do, so its error
- * grows like |theta| * 2^-24 (see tests). Vulkan pins sin/cos accuracy only on
- * [-pi, pi], so theta is first reduced exactly (Cody-Waite): k = round(theta /
- * 2pi), with 2pi = C1 + C2 + C3 where C1 and C2 have 8 significant bits, so
- * k*C1 and k*C2 are exact for |k| < 2^16 (|theta| < 4e5); `precise` keeps the
- * compiler from re-associating or contracting those steps. */
+ * grows like |theta| * 2^-24 (see tests); the angle and its exact range reduction
+ * live in rope.glsl, shared with rope_kv.comp (RoPE fused with the KV-cache write). */
 // variant: rope_norm
 // variant: rope_neox ROPE_NEOX
 // variant: rope_norm_ff HAS_FREQ_FACTORS
 // variant: rope_neox_ff ROPE_NEOX HAS_FREQ_FACTORS
+
+#extension GL_GOOGLE_include_directive : require
+#include "rope.glsl"
 
 layout(constant_id = 0) const uint BLOCK_SIZE = 256;
 layout(local_size_x_id = 0) in;
@@ -55,12 +55,6 @@ layout(push_constant) uniform PushConstants {
     uint out_offset; /* float of (token 0, head 0) in out */
 } pc;
 
-/* 2pi = C1 + C2 + C3 to about 2^-42; C1 = 6.28125, C2 = 0.00193023681640625 exactly. */
-#define TWO_PI_C1 uintBitsToFloat(0x40c90000u)
-#define TWO_PI_C2 uintBitsToFloat(0x3afd0000u)
-#define TWO_PI_C3 uintBitsToFloat(0x36aa2217u)
-#define INV_TWO_PI 0.15915494309189535
-
 void main() {
     uint pairs_per_head = pc.head_dim / 2;
     uint rot_pairs = pc.n_rot / 2;
@@ -79,20 +73,18 @@ void main() {
             out_values[obase + d + 1] = x[base + d + 1];
             continue;
         }
-        float theta = float(pos[token]) * (pc.freq_scale * exp2(float(j) * pc.log2_base_step));
+        float theta = rope_theta(pos[token], j, pc.freq_scale, pc.log2_base_step);
 #ifdef HAS_FREQ_FACTORS
         theta /= freq_factors[j];
 #endif
-        precise float turns = round(theta * INV_TWO_PI);
-        precise float reduced = ((theta - turns * TWO_PI_C1) - turns * TWO_PI_C2) - turns * TWO_PI_C3;
+        vec2 cs = rope_cos_sin(theta);
 #ifdef ROPE_NEOX
         uint ia = j, ib = j + rot_pairs;
 #else
         uint ia = 2 * j, ib = 2 * j + 1;
 #endif
         float a = x[base + ia], b = x[base + ib];
-        float c = cos(reduced), s = sin(reduced);
-        out_values[obase + ia] = a * c - b * s;
-        out_values[obase + ib] = a * s + b * c;
+        out_values[obase + ia] = a * cs.x - b * cs.y;
+        out_values[obase + ib] = a * cs.y + b * cs.x;
     }
 }

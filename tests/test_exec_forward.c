@@ -52,6 +52,11 @@ typedef struct fixture {
     uint32_t block_size, num_blocks;
 } fixture;
 
+/* exec_options.no_fusion and partition_size of the next fixture_open (each Test runs in
+ * its own process). */
+static uint32_t fixture_no_fusion = 0;
+static uint32_t fixture_partition = 0;
+
 static void fixture_open_ex(fixture *f, model_arch arch, synth_quant quant, uint32_t block_size,
                             uint32_t max_tokens, bool no_weight_fusion) {
     memset(f, 0, sizeof *f);
@@ -73,7 +78,9 @@ static void fixture_open_ex(fixture *f, model_arch arch, synth_quant quant, uint
                       .max_tokens = max_tokens,
                       .max_seqs = 8,
                       .max_context = 512,
-                      .no_weight_fusion = no_weight_fusion};
+                      .no_weight_fusion = no_weight_fusion,
+                      .no_fusion = fixture_no_fusion,
+                      .partition_size = fixture_partition};
     cr_assert(exec_model_create(test_gpu(), f->gguf, &f->cfg, &f->weights, &o, &f->gpu) == VKLLM_OK,
               "%s", vkllm_last_error());
 }
@@ -277,31 +284,100 @@ Test(exec_forward, q4_k_m_mixed_types) {
     check_arch(MODEL_ARCH_LLAMA, SYNTH_Q4_K_M, 16);
 }
 
-/* Barriers of one decode step, fused vs separate products: the stacked products and the
- * accumulating epilogue must not add any; printed for docs/perf-notes.md. */
+/* Dispatches (counted through per-dispatch profiling timestamps) and barriers of one
+ * decode step of the 2-layer synthetic llama, printed for docs/notes-fusion.md:
+ *   - stacked vs separate weight products: the same barriers (disjoint output ranges);
+ *   - each dispatch fusion (runner.h, EXEC_FUSE_*) removes what it claims per layer:
+ *     RoPE + KV write one dispatch and one barrier; the decode merge one more when the
+ *     context spans several partitions (prompt 100, partitions of 32); the RMSNorm
+ *     prologues of matvec_dp4a (VKLLM_MATVEC=dp4a) two more. */
+typedef struct step_counts {
+    uint32_t barriers, dispatches;
+} step_counts;
+
+static step_counts decode_counts(bool separate_products, uint32_t no_fusion, uint32_t prompt_len,
+                                 uint32_t partition) {
+    fixture_no_fusion = no_fusion;
+    fixture_partition = partition;
+    fixture f;
+    fixture_open_ex(&f, MODEL_ARCH_LLAMA, SYNTH_Q4_0, 16, 64, separate_products);
+    int32_t pool[64];
+    shuffled_pool(pool, f.num_blocks, 5);
+    seq s;
+    seq_init(&s, pool, 0, 16);
+    int32_t prompt[128];
+    random_prompt(prompt, prompt_len, f.cfg.n_vocab, 21);
+    float *logits = malloc(f.cfg.n_vocab * 4);
+    for (uint32_t done = 0; done < prompt_len; done += 64)
+        gpu_step_one(&f, &s, prompt + done, prompt_len - done < 64 ? prompt_len - done : 64, logits,
+                     NULL);
+    step_counts c = {0};
+    gpu_step_one(&f, &s, prompt, 1, logits, NULL);
+    c.barriers = exec_last_step_barriers(f.gpu);
+    gpu_set_profiling(test_gpu(), true);
+    gpu_step_one(&f, &s, prompt, 1, logits, NULL);
+    gpu_set_profiling(test_gpu(), false);
+    const char **labels;
+    const double *ms;
+    uint32_t n = gpu_last_timestamps(test_gpu(), &labels, &ms);
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(labels[i], "step begin") && strcmp(labels[i], "step end") && labels[i][0] != '(')
+            c.dispatches++;
+    cr_log_info("decode step, %u layers, context %u, partitions of %u, %s products, no_fusion "
+                "0x%x, VKLLM_MATVEC=%s: %u dispatches, %u barriers",
+                f.cfg.n_layer, prompt_len + 2, partition ? partition : 512,
+                separate_products ? "separate" : "stacked", no_fusion, getenv("VKLLM_MATVEC"),
+                c.dispatches, c.barriers);
+    free(logits);
+    fixture_close(&f);
+    return c;
+}
+
 Test(exec_forward, decode_barriers) {
-    uint32_t barriers[2];
-    for (int unfused = 0; unfused < 2; unfused++) {
-        fixture f;
-        fixture_open_ex(&f, MODEL_ARCH_LLAMA, SYNTH_Q4_0, 16, 64, unfused);
-        int32_t pool[64];
-        shuffled_pool(pool, f.num_blocks, 5);
-        seq s;
-        seq_init(&s, pool, 0, 8);
-        int32_t prompt[5] = {1, 2, 3, 4, 5};
-        float *logits = malloc(f.cfg.n_vocab * 4);
-        gpu_step_one(&f, &s, prompt, 5, logits, NULL);
-        gpu_step_one(&f, &s, prompt, 1, logits, NULL);
-        barriers[unfused] = exec_last_step_barriers(f.gpu);
-        cr_log_info("decode step, %u layers, %s products: %u barriers", f.cfg.n_layer,
-                    unfused ? "separate" : "stacked", barriers[unfused]);
-        free(logits);
-        fixture_close(&f);
-    }
-    cr_assert(barriers[0] > 0);
-    cr_assert_eq(barriers[0], barriers[1],
+    step_counts stacked = decode_counts(false, 0, 5, 0), separate = decode_counts(true, 0, 5, 0);
+    cr_assert(stacked.barriers > 0 && stacked.dispatches > 0);
+    cr_assert_eq(stacked.barriers, separate.barriers,
                  "separate products of one token write disjoint "
                  "ranges and should share the barrier");
+    const uint32_t layers = 2;
+    step_counts off = decode_counts(false, EXEC_FUSE_ALL, 5, 0);
+    cr_assert_eq(off.dispatches - stacked.dispatches, layers, "RoPE + KV write: 1 per layer");
+    cr_assert_eq(off.barriers - stacked.barriers, layers, "RoPE + KV write: 1 barrier per layer");
+    /* several partitions: the merge (attn_reduce) too */
+    step_counts long_on = decode_counts(false, 0, 100, 32);
+    step_counts long_off = decode_counts(false, EXEC_FUSE_ALL, 100, 32);
+    cr_assert_eq(long_off.dispatches - long_on.dispatches, 2 * layers);
+    cr_assert_eq(long_off.barriers - long_on.barriers, 2 * layers);
+    /* int8 activations: the two RMSNorms fold into the QKV and gate|up products */
+    setenv("VKLLM_MATVEC", "dp4a", 1);
+    step_counts dp_on = decode_counts(false, 0, 100, 32);
+    step_counts dp_off = decode_counts(false, EXEC_FUSE_ALL, 100, 32);
+    setenv("VKLLM_MATVEC", "fast", 1);
+    cr_assert_eq(dp_off.dispatches - dp_on.dispatches, 4 * layers);
+    cr_assert_eq(dp_off.barriers - dp_on.barriers, 4 * layers);
+}
+
+/* Every dispatch fusion off (the separate ops of before): logits as the reference's. */
+Test(exec_forward, fusions_off) {
+    fixture_no_fusion = EXEC_FUSE_ALL;
+    check_arch(MODEL_ARCH_LLAMA, SYNTH_F32, 16);
+    check_arch(MODEL_ARCH_QWEN3, SYNTH_F16, 8);
+}
+
+/* Several partitions per decode (partitions of 32 keys): the fused merge runs in every
+ * layer of every decode step past 32 tokens. */
+Test(exec_forward, decode_partitions_merged_in_dispatch) {
+    fixture_partition = 32;
+    check_arch(MODEL_ARCH_QWEN2, SYNTH_Q8_0, 16);
+}
+
+/* int8 activations with every fusion off: the separate rms_norm + product path of dp4a. */
+Test(exec_forward, int8_activations_fusions_off) {
+    setenv("VKLLM_MATVEC", "dp4a", 1);
+    logit_bound = DP4A_LOGIT_REL_BOUND;
+    greedy_must_match = false;
+    fixture_no_fusion = EXEC_FUSE_ALL;
+    check_arch(MODEL_ARCH_LLAMA, SYNTH_Q4_K_M, 16);
 }
 
 /* Decode tokens of two sequences and a prefill chunk of a third in one step give each

@@ -117,6 +117,13 @@ typedef struct decode_case {
     float softcap;
 } decode_case;
 
+/* Decode with the partition merge folded into the decode dispatch (counters given):
+ * run_decode then records fill(poison) + decode twice per command buffer, over
+ * DECODE_COUNTER_SUBMITS submissions, so every call after the first relies on the
+ * previous one having reset the counters; the counters must end all zero. */
+static bool with_counters = false;
+#define DECODE_COUNTER_SUBMITS 2
+
 static void run_decode(const decode_case *t) {
     test_rng rng = test_rng_seeded(t->seed);
     paged_cache c =
@@ -155,12 +162,33 @@ static void run_decode(const decode_case *t) {
                             .v_cache = bind(&c.v_buf),
                             .out = bind(&out_buf)};
     if (scratch_bytes) a.scratch = bind(&scratch_buf);
-    gpu_cmd *cmd;
-    cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK, "%s", vkllm_last_error());
-    vkllm_status st = k_attn_decode(test_gpu(), cmd, &c.kv, &p, &a);
-    vkllm_status sub = gpu_cmd_submit(cmd);
-    cr_assert(st == VKLLM_OK, "k_attn_decode: %s", vkllm_last_error());
-    cr_assert(sub == VKLLM_OK, "submit: %s", vkllm_last_error());
+    uint64_t counter_bytes = k_attn_decode_counter_bytes(&p, t->n_seqs);
+    uint32_t *counters = calloc(counter_bytes, 1);
+    gpu_buffer counter_buf = {0};
+    if (with_counters) {
+        counter_buf = test_gpu_buffer_from(counters, counter_bytes);
+        a.counters = bind(&counter_buf);
+    }
+    for (int submit = 0; submit < (with_counters ? DECODE_COUNTER_SUBMITS : 1); submit++) {
+        gpu_cmd *cmd;
+        cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK, "%s", vkllm_last_error());
+        vkllm_status st = VKLLM_OK;
+        for (int call = 0; call < (with_counters ? 2 : 1) && st == VKLLM_OK; call++) {
+            if (call > 0) gpu_cmd_fill(cmd, &out_buf, 0, sizeof(float) * q_n, TEST_POISON_WORD);
+            st = k_attn_decode(test_gpu(), cmd, &c.kv, &p, &a);
+        }
+        vkllm_status sub = gpu_cmd_submit(cmd);
+        cr_assert(st == VKLLM_OK, "k_attn_decode: %s", vkllm_last_error());
+        cr_assert(sub == VKLLM_OK, "submit: %s", vkllm_last_error());
+    }
+    if (with_counters) {
+        test_gpu_read(&counter_buf, counters, counter_bytes);
+        for (uint64_t i = 0; i < counter_bytes / 4; i++)
+            cr_assert(counters[i] == 0, "seed %llu: decode counter %llu left at %u",
+                      (unsigned long long)t->seed, (unsigned long long)i, counters[i]);
+        test_gpu_free(&counter_buf);
+    }
+    free(counters);
     test_gpu_read(&out_buf, out, sizeof(float) * q_n);
 
     ref_attn_cache rc = ref_cache(&c);
@@ -388,6 +416,10 @@ static void run_prefill(const prefill_case *t) {
                              .out = bind(&out_buf)};
     gpu_cmd *cmd;
     cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    /* These cases hold the portable attn_prefill.comp to the f32 bound; the tensor-core
+     * kernel (fp16 operands, chosen automatically on coopmat devices) has its own tests in
+     * test_k_attn_prefill_cm.c. */
+    setenv("VKLLM_ATTN_PREFILL", "old", 1);
     vkllm_status st = k_attn_prefill(test_gpu(), cmd, &c.kv, &p, &a);
     vkllm_status sub = gpu_cmd_submit(cmd);
     cr_assert(st == VKLLM_OK, "k_attn_prefill: %s", vkllm_last_error());
@@ -651,6 +683,7 @@ Test(k_attention, kv_write_then_prefill_then_decode, .fini = test_gpu_check_vali
     gpu_buffer scratch = test_gpu_buffer_poisoned(scratch_bytes);
     da.scratch = bind(&scratch);
     vkllm_status s1 = k_attn_kv_write(test_gpu(), cmd, &c.kv, &w);
+    setenv("VKLLM_ATTN_PREFILL", "old", 1); /* the f32 bound: see run_prefill */
     vkllm_status s2 = k_attn_prefill(test_gpu(), cmd, &c.kv, &p, &pa);
     vkllm_status s3 = k_attn_decode(test_gpu(), cmd, &c.kv, &p, &da);
     cr_assert(gpu_cmd_submit(cmd) == VKLLM_OK, "submit: %s", vkllm_last_error());
@@ -902,4 +935,104 @@ Test(k_attention, decode_more_partitions_than_reduce_threads, .fini = test_gpu_c
                               .partition = 32,
                               .window = 3000});
     unsetenv("VKLLM_ATTN");
+}
+
+/* ---------------------------------------------------------------- fused partition merge */
+
+/* The subgroup kernel with counters: the last workgroup of each (sequence, head chunk)
+ * merges the partitions (attn_decode_sg_fused), one dispatch per decode. Each case runs
+ * two decodes per command buffer in two submissions (counter reset), outputs poisoned
+ * before each call. */
+static void run_fused_reduce_cases(void) {
+    with_counters = true;
+    run_decode_cases_forced("new");
+    /* many partitions per sequence (141 at 4500 keys), several lengths incl. 1 partition */
+    static const uint32_t ctx[] = {4500, 70, 2050, 1, 32, 33};
+    run_decode(&(decode_case){.seed = 1701,
+                              .head_dim = 64,
+                              .n_head_kv = 2,
+                              .group = 3,
+                              .block_size = 16,
+                              .n_seqs = 6,
+                              .ctx = ctx,
+                              .partition = 32});
+    /* every context within one partition: no merge at all, counters untouched */
+    static const uint32_t short_ctx[] = {5, 100, 17};
+    run_decode(&(decode_case){.seed = 1702,
+                              .head_dim = 128,
+                              .n_head_kv = 2,
+                              .group = 4,
+                              .block_size = 16,
+                              .n_seqs = 3,
+                              .ctx = short_ctx});
+    /* automatic partition size on one long sequence (split to fill the GPU) */
+    static const uint32_t one[] = {3000};
+    run_decode(&(decode_case){.seed = 1703,
+                              .head_dim = 128,
+                              .n_head_kv = 8,
+                              .group = 4,
+                              .block_size = 16,
+                              .n_seqs = 1,
+                              .ctx = one});
+    with_counters = false;
+}
+
+Test(k_attention, decode_fused_reduce, .fini = test_gpu_check_validation) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (!f->subgroup_arithmetic) cr_skip_test("device has no subgroup arithmetic");
+    run_fused_reduce_cases();
+}
+
+Test(k_attention, decode_fused_reduce_3_keys_per_step, .fini = test_gpu_check_validation) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (!f->subgroup_arithmetic) cr_skip_test("device has no subgroup arithmetic");
+    setenv("VKLLM_ATTN_KEYS", "3", 1);
+    run_fused_reduce_cases();
+    unsetenv("VKLLM_ATTN_KEYS");
+}
+
+/* Counters given but the two-dispatch path forced (VKLLM_ATTN_REDUCE=separate, and the
+ * portable kernel, which has no fused merge): same results, counters stay 0. */
+Test(k_attention, decode_counters_with_separate_reduce, .fini = test_gpu_check_validation) {
+    setenv("VKLLM_ATTN_REDUCE", "separate", 1);
+    with_counters = true;
+    static const uint32_t ctx[] = {4500, 70, 2050};
+    run_decode(&(decode_case){.seed = 1711,
+                              .head_dim = 64,
+                              .n_head_kv = 1,
+                              .group = 2,
+                              .block_size = 16,
+                              .n_seqs = 3,
+                              .ctx = ctx,
+                              .partition = 32});
+    unsetenv("VKLLM_ATTN_REDUCE");
+    run_decode_cases_forced("old");
+    with_counters = false;
+}
+
+Test(k_attention, decode_counters_too_small_fail_clearly, .fini = test_gpu_check_validation) {
+    const gpu_features *f = gpu_context_features(test_gpu());
+    if (!f->subgroup_arithmetic) cr_skip_test("device has no subgroup arithmetic");
+    k_attn_kv_layout kv = {.num_blocks = 8, .block_size = 16, .n_head_kv = 2, .head_dim = 64};
+    k_attn_params p = {.n_head = 4, .scale = 1.0f};
+    gpu_buffer any = test_gpu_buffer_poisoned(1 << 16), small = test_gpu_buffer_poisoned(4);
+    k_attn_decode_args a = {.n_seqs = 2,
+                            .max_context_len = 100,
+                            .partition_size = 32,
+                            .q = bind(&any),
+                            .block_tables = bind(&any),
+                            .table_stride = 8,
+                            .context_lens = bind(&any),
+                            .k_cache = bind(&any),
+                            .v_cache = bind(&any),
+                            .out = bind(&any),
+                            .scratch = bind(&any),
+                            .counters = bind(&small)};
+    gpu_cmd *cmd;
+    cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    cr_assert(k_attn_decode(test_gpu(), cmd, &kv, &p, &a) == VKLLM_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(vkllm_last_error(), "counters binding has 4 bytes"), "message: %s",
+              vkllm_last_error());
+    cr_assert(gpu_cmd_submit(cmd) == VKLLM_OK, "%s", vkllm_last_error());
+    test_gpu_free(&any), test_gpu_free(&small);
 }

@@ -17,7 +17,13 @@
  * 288 (an odd number of blocks: rows alternate 4-byte alignment; Q6_K blocks always do)
  * and 4352 (lavapipe's 32 KiB of shared memory takes 5 tokens of it per pass: 6-8 tokens
  * run as two passes), 1-8 tokens, bias, accumulate,
- * strides, a skewed weight split into row ranges, persistent workgroups (tuning). */
+ * strides, a skewed weight split into row ranges, persistent workgroups (tuning).
+ * Both main loops (VKLLM_MATVEC_DP4A_TUNE's fifth field: loop 2 is the default, loop 1 the
+ * first version) and both weight-load paths of loop 2: 16-byte loads when the weight buffer
+ * reaches the tensor end rounded up to 16 (pad16; Q4_K also needs a 16-byte aligned
+ * offset), else word loads (buffer ends at the tensor end rounded up to 4); rows per
+ * subgroup 1-4, units per lane 1-4, several row groups per workgroup and steps per row, odd
+ * row counts, even skews (offsets 4-28), 1-8 tokens on 4096 columns. */
 // links: exec gpu model
 #include <criterion/criterion.h>
 #include <math.h>
@@ -48,6 +54,8 @@ typedef struct dp_case {
     bool bias, accumulate;
     x_kind x;
     bool positive_weights; /* Q8_0 quants all +100, scales positive */
+    bool pad16;            /* weight buffer up to the tensor end rounded up to 16 */
+    const char *tune;      /* VKLLM_MATVEC_DP4A_TUNE for this case (NULL: unset) */
     uint64_t seed;
 } dp_case;
 
@@ -111,17 +119,20 @@ static void run_case(const dp_case *c) {
     char label[320];
     snprintf(label, sizeof label,
              "%s rows=%u cols=%u n_tokens=%u kernel=%s offset=%llu max_binding=%llu "
-             "x_stride=%u y_stride=%u y_col=%u bias=%d accumulate=%d x=%d seed=%llu",
+             "x_stride=%u y_stride=%u y_col=%u bias=%d accumulate=%d x=%d pad16=%d tune=%s "
+             "seed=%llu",
              ggml_type_get_info(c->type).name, c->rows, c->cols, c->n_tokens, kernel_label(c),
              (unsigned long long)c->w_offset, (unsigned long long)c->max_binding_bytes, c->x_stride,
-             c->y_stride, c->y_col, c->bias, c->accumulate, (int)c->x, (unsigned long long)c->seed);
+             c->y_stride, c->y_col, c->bias, c->accumulate, (int)c->x, c->pad16,
+             c->tune ? c->tune : "-", (unsigned long long)c->seed);
     test_rng rng = test_rng_seeded(c->seed);
     uint32_t rows = c->rows, cols = c->cols, nt = c->n_tokens;
     uint32_t xs = c->x_stride ? c->x_stride : cols;
     uint32_t ys = c->y_stride ? c->y_stride : c->y_col + rows;
     uint64_t row_bytes = ggml_row_bytes(c->type, cols);
 
-    uint64_t w_size = (c->w_offset + row_bytes * rows + 3) & ~3ull;
+    uint64_t w_size =
+        (c->w_offset + row_bytes * rows + (c->pad16 ? 15 : 3)) & (c->pad16 ? ~15ull : ~3ull);
     uint8_t *w_host = malloc(w_size);
     float *deq = malloc(sizeof(float) * rows * cols);
     float *x = malloc(sizeof(float) * nt * xs);
@@ -166,9 +177,11 @@ static void run_case(const dp_case *c) {
                        .kernel = c->kernel,
                        .max_binding_bytes = c->max_binding_bytes};
     gpu_cmd *cmd;
+    if (c->tune) cr_assert(setenv("VKLLM_MATVEC_DP4A_TUNE", c->tune, 1) == 0);
     cr_assert(gpu_cmd_begin(test_gpu(), &cmd) == VKLLM_OK, "%s", vkllm_last_error());
     vkllm_status st = k_matmul_ex(test_gpu(), cmd, &a);
     vkllm_status st_submit = gpu_cmd_submit(cmd);
+    if (c->tune) cr_assert(unsetenv("VKLLM_MATVEC_DP4A_TUNE") == 0);
     cr_assert(st == VKLLM_OK, "%s: k_matmul_ex: %s", label, vkllm_last_error());
     cr_assert(st_submit == VKLLM_OK, "%s: submit: %s", label, vkllm_last_error());
     test_gpu_read(&yb, y_host, sizeof(float) * y_len);
@@ -232,14 +245,14 @@ static void run_case(const dp_case *c) {
 
 static bool dp4a_device(void) {
     const gpu_features *f = gpu_context_features(test_gpu());
-    return f->integer_dot_product && f->subgroup_arithmetic;
+    return f->integer_dot_product && f->subgroup_arithmetic && f->subgroup_shuffle;
 }
 
 TestSuite(k_matvec_dp4a, .fini = test_gpu_check_validation);
 
 /* 1..8 tokens, three col counts, every type, rows not multiples of the group rows. */
 Test(k_matvec_dp4a, tokens_and_cols) {
-    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic");
+    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic/shuffle");
     static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K,
                                       GGML_TYPE_Q6_K};
     static const uint32_t cols[] = {256, 288, 4352};
@@ -261,7 +274,7 @@ Test(k_matvec_dp4a, tokens_and_cols) {
 /* Epilogues and layouts: bias, accumulate, x/y strides and y_col, a weight at a skewed
  * offset split into row ranges by a small binding limit. */
 Test(k_matvec_dp4a, epilogues_strides_ranges) {
-    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic");
+    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic/shuffle");
     static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K,
                                       GGML_TYPE_Q6_K};
     for (size_t i = 0; i < 4; i++)
@@ -289,7 +302,7 @@ Test(k_matvec_dp4a, epilogues_strides_ranges) {
 /* Persistent workgroups: VKLLM_MATVEC_DP4A_TUNE caps the workgroups so each loops over
  * many row groups (1 and 3 rows per subgroup, 1 and 2 subgroups). */
 Test(k_matvec_dp4a, persistent_workgroups) {
-    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic");
+    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic/shuffle");
     static const char *tunes[] = {"1,2,2", "3,1,3", "2,4,1", "4,2,5"};
     for (size_t k = 0; k < 4; k++) {
         cr_assert(setenv("VKLLM_MATVEC_DP4A_TUNE", tunes[k], 1) == 0);
@@ -308,10 +321,117 @@ Test(k_matvec_dp4a, persistent_workgroups) {
     cr_assert(unsetenv("VKLLM_MATVEC_DP4A_TUNE") == 0);
 }
 
+static const ggml_type all_types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K,
+                                      GGML_TYPE_Q6_K};
+
+/* Loop 2 under tunings "R,S,W,U,0": rows per subgroup, subgroups, workgroup cap, units per
+ * lane; each with 16-byte and with word loads, several row groups per workgroup (the next
+ * group's loads are issued during the previous group's last step) and partial last steps. */
+Test(k_matvec_dp4a, loop2_tunings_and_loads) {
+    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic/shuffle");
+    static const char *tunes[] = {"1,2,3,1,0", "2,2,3,2,0", "3,1,2,4,0", "4,4,5,1,0", "2,1,1,3,0"};
+    for (size_t i = 0; i < 4; i++)
+        for (size_t k = 0; k < 5; k++)
+            for (int pad = 0; pad < 2; pad++) {
+                bool kquant = ggml_type_get_info(all_types[i]).block_elems == 256;
+                uint32_t nt = (uint32_t)(k == 4 ? 8 : 1 + (k + (size_t)pad) % 3);
+                dp_case c = {.type = all_types[i],
+                             .rows = k & 1 ? 61 : 23,
+                             .cols = kquant ? (k & 1 ? 768 : 1280) : (k & 1 ? 288 : 800),
+                             .n_tokens = nt,
+                             .kernel = K_MATMUL_MATVEC_DP4A,
+                             .w_offset = 4 * (k + 2 * (size_t)pad), /* 4..28: every skew */
+                             .bias = k == 2,
+                             .accumulate = k == 3,
+                             .pad16 = pad,
+                             .tune = tunes[k],
+                             .seed = 800 + 20 * i + 2 * k + (uint64_t)pad};
+                run_case(&c);
+            }
+}
+
+/* 1..8 tokens on 4096 columns (6-8 tokens take two passes on 32 KiB of shared memory),
+ * default tuning, 16-byte loads, a skewed and an aligned weight. */
+Test(k_matvec_dp4a, loop2_wide_rows_all_tokens) {
+    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic/shuffle");
+    for (size_t i = 0; i < 4; i++)
+        for (uint32_t nt = 1; nt <= 8; nt++) {
+            if (i != nt % 4 && nt != 1 && nt != 8) continue;
+            dp_case c = {.type = all_types[i],
+                         .rows = nt & 1 ? 13 : 10,
+                         .cols = 4096,
+                         .n_tokens = nt,
+                         .kernel = K_MATMUL_MATVEC_DP4A,
+                         .w_offset = nt & 2 ? 16 : 8,
+                         .pad16 = true,
+                         .tune = nt & 4 ? "2,2,2,2,0" : NULL,
+                         .seed = 900 + 10 * i + nt};
+            run_case(&c);
+        }
+}
+
+/* Rows too wide for all the tokens' quantized X in shared memory: loop 2 splits the
+ * columns into chunks of whole blocks, one dispatch each, later chunks accumulating (on
+ * lavapipe's 32 KiB: 4096 columns x 8 tokens -> 2 chunks; Q4_K 4352 -> 2304 + 2048), with
+ * bias, accumulate, strides, y_col and row ranges; loop 1 runs token passes instead. */
+Test(k_matvec_dp4a, column_chunks) {
+    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic/shuffle");
+    for (size_t i = 0; i < 4; i++)
+        for (uint32_t k = 0; k < 2; k++) {
+            bool kquant = ggml_type_get_info(all_types[i]).block_elems == 256;
+            uint32_t cols = kquant && k ? 4352 : 4096;
+            dp_case c = {.type = all_types[i],
+                         .rows = 21 + 4 * k,
+                         .cols = cols,
+                         .n_tokens = 8 - k,
+                         .kernel = K_MATMUL_MATVEC_DP4A,
+                         .w_offset = 12,
+                         .max_binding_bytes = k ? ggml_row_bytes(all_types[i], cols) * 6 + 64 : 0,
+                         .x_stride = cols + 8,
+                         .y_stride = k ? 40 : 0,
+                         .y_col = 3 * k,
+                         .bias = true,
+                         .accumulate = k == 1,
+                         .pad16 = i & 1,
+                         .seed = 1100 + 10 * i + k};
+            run_case(&c);
+        }
+    dp_case c = {.type = GGML_TYPE_Q4_0,
+                 .rows = 17,
+                 .cols = 4096,
+                 .n_tokens = 7,
+                 .kernel = K_MATMUL_MATVEC_DP4A,
+                 .bias = true,
+                 .tune = "1,2,3,1,1",
+                 .seed = 1200};
+    run_case(&c);
+}
+
+/* Loop 1 (the first version, kept for the A/B) is still right: tuning field 5 and
+ * VKLLM_MATVEC_DP4A_LOOP=1. */
+Test(k_matvec_dp4a, loop1_still_runs) {
+    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic/shuffle");
+    for (size_t i = 0; i < 4; i++) {
+        bool kquant = ggml_type_get_info(all_types[i]).block_elems == 256;
+        dp_case c = {.type = all_types[i],
+                     .rows = 29,
+                     .cols = kquant ? 512 : 288,
+                     .n_tokens = 1 + (uint32_t)i,
+                     .kernel = K_MATMUL_MATVEC_DP4A,
+                     .w_offset = 4,
+                     .pad16 = true,
+                     .tune = i & 1 ? "1,2,3,1,1" : NULL,
+                     .seed = 1000 + i};
+        if (!c.tune) cr_assert(setenv("VKLLM_MATVEC_DP4A_LOOP", "1", 1) == 0);
+        run_case(&c);
+        cr_assert(unsetenv("VKLLM_MATVEC_DP4A_LOOP") == 0);
+    }
+}
+
 /* VKLLM_MATVEC=dp4a sends AUTO to this kernel (a spiky X makes the quantized product
  * distinguishable from the f32 one) and leaves other types on matvec_fast. */
 Test(k_matvec_dp4a, env_forces_auto) {
-    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic");
+    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic/shuffle");
     cr_assert(setenv("VKLLM_MATVEC", "dp4a", 1) == 0);
     dp_case c = {.type = GGML_TYPE_Q8_0,
                  .rows = 21,
@@ -329,7 +449,7 @@ Test(k_matvec_dp4a, env_forces_auto) {
 
 /* Requested explicitly for a type it lacks: UNSUPPORTED with a message naming the type. */
 Test(k_matvec_dp4a, unsupported_type_fails) {
-    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic");
+    if (!dp4a_device()) cr_skip("device has no integer dot product or subgroup arithmetic/shuffle");
     uint32_t rows = 4, cols = 256;
     uint64_t bytes = ggml_row_bytes(GGML_TYPE_Q5_K, cols) * rows;
     uint8_t *zeros = calloc(1, bytes);

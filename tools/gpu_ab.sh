@@ -14,7 +14,8 @@
 # Variants are chosen by environment (each engine knob is documented where it is read,
 # engine/exec/k_matmul.c and k_attention.c): VKLLM_MATVEC=fast|dp4a|basic,
 # VKLLM_MATVEC_DP4A_TUNE,
-# VKLLM_ATTN=old, VKLLM_MATMUL=old|new and VKLLM_MATMUL_TUNE. Everything lands in
+# VKLLM_ATTN=old, VKLLM_MATMUL=old|new, VKLLM_MATMUL_TUNE, VKLLM_MATMUL_SPLITK,
+# VKLLM_ATTN_PREFILL=old|cm and VKLLM_FUSE (engine/exec/runner.h). Everything lands in
 # $OUT (else ./ab-out): ab.log and results.tgz (every JSON and log).
 set -uo pipefail
 build=${1:?usage: tools/gpu_ab.sh BUILD_DIR kernels|latency}
@@ -27,7 +28,11 @@ scratch=${BENCH_SCRATCH:-/tmp/vkllm-bench}
 mkdir -p "$work" "$scratch"
 log=$out/ab.log
 exec > >(tee -a "$log") 2>&1
-old_env=(VKLLM_MATVEC=fast VKLLM_ATTN=old VKLLM_MATMUL=old VKLLM_FLUSH_LAYERS=0)
+# "old": every variant of the first speed pass; "prev": the second pass (before the
+# fusions, split-K and the coopmat prefill attention of the third)
+old_env=(VKLLM_MATVEC=fast VKLLM_ATTN=old VKLLM_MATMUL=old VKLLM_FLUSH_LAYERS=0
+  VKLLM_ATTN_PREFILL=old VKLLM_FUSE=0 VKLLM_MATMUL_SPLITK=0)
+prev_env=(VKLLM_ATTN_PREFILL=old VKLLM_FUSE=0 VKLLM_MATMUL_SPLITK=0)
 new_env=(VKLLM_MATMUL=${AB_NEW_MATMUL:-new})
 latency_args=(-p 512 -n 128 -r 3 --batch 8,32,64)
 
@@ -107,6 +112,7 @@ kernels)
   ;;
 latency)
   latency Q4_0 new "${new_env[@]}"
+  latency Q4_0 prev "${prev_env[@]}"
   latency Q4_0 old "${old_env[@]}"
   rm -f "$scratch/llama3-8b-Q4_0.gguf"
   latency Q8_0 new "${new_env[@]}"

@@ -9,13 +9,20 @@
  * dimension; needs subgroup arithmetic and head_dim % 4 == 0; specialized for the
  * device's subgroup size) and the portable attn_decode.comp. VKLLM_ATTN=old|new forces
  * one (see decode_kernel_choice). The partition size (and so the scratch size) does not
- * depend on the kernel or the device: scratch bounds stay host-computable. */
+ * depend on the kernel or the device: scratch bounds stay host-computable.
+ *
+ * Prefill has attn_prefill.comp (portable, 32 KiB) and attn_prefill_cm.comp (tensor
+ * cores; its tile is fitted to the device's maxComputeSharedMemorySize, not to the
+ * portable budget, and its CM_EMULATE build runs the same tile on lavapipe); see
+ * k_attn_prefill_choose and docs/notes-prefill-attn.md. */
 #include "k_attention.h"
 
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "k_matmul.h" /* k_matmul_coopmat_available: the same device requirements */
 
 #define WORKGROUP_ATTN 128u /* local_size_x of attn_decode and attn_prefill */
 #define WORKGROUP_KV_WRITE 64u
@@ -272,6 +279,19 @@ uint64_t k_attn_decode_scratch_bytes_max(const k_attn_kv_layout *kv, const k_att
     return units * p->n_head * (kv->head_dim + 2u) * 4u;
 }
 
+uint64_t k_attn_decode_counter_bytes(const k_attn_params *p, uint32_t max_seqs) {
+    return (uint64_t)max_seqs * (p && p->n_head ? p->n_head : 1u) * 4u;
+}
+
+/* True when the partitions are merged by the decode dispatch (attn_decode_sg_fused):
+ * the subgroup kernel, counters given, more than one partition, and VKLLM_ATTN_REDUCE not
+ * "separate" (A/B timing of the two-dispatch path). */
+static bool decode_fused_reduce(bool use_sg, uint32_t parts, const k_attn_decode_args *a) {
+    const char *env = getenv("VKLLM_ATTN_REDUCE");
+    if (env && !strcasecmp(env, "separate")) return false;
+    return use_sg && parts > 1 && a->counters.buffer != NULL;
+}
+
 vkllm_status k_attn_decode(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layout *kv,
                            const k_attn_params *p, const k_attn_decode_args *a) {
     VKL_TRY(check_params(kv, p));
@@ -340,13 +360,30 @@ vkllm_status k_attn_decode(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layou
     gpu_pipeline *pipeline;
     VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
     gpu_binding scratch = scratch_bytes > 0 ? a->scratch : a->out;
-    gpu_binding b[7] = {a->q,   a->k_cache, a->v_cache, a->block_tables, a->context_lens,
-                        a->out, scratch};
+    gpu_binding b[8] = {a->q,   a->k_cache, a->v_cache, a->block_tables, a->context_lens,
+                        a->out, scratch,    a->counters};
     for (int i = 0; i < 5; i++)
         b[i].writable = false;
-    b[5].writable = b[6].writable = true;
-    gpu_cmd_dispatch(cmd, pipeline, b, 7, &push, sizeof push, a->n_seqs, groups_y, parts);
-    if (parts <= 1) return VKLLM_OK;
+    b[5].writable = b[6].writable = b[7].writable = true;
+    bool fused = decode_fused_reduce(use_sg, parts, a);
+    if (fused) {
+        uint64_t need = (uint64_t)a->n_seqs * groups_y * 4u;
+        uint64_t have = a->counters.offset > a->counters.buffer->size
+                            ? 0
+                            : (a->counters.range ? a->counters.range
+                                                 : a->counters.buffer->size - a->counters.offset);
+        if (have < need)
+            return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                            "attention: decode counters binding has %llu bytes, needs %llu "
+                            "(k_attn_decode_counter_bytes)",
+                            (unsigned long long)have, (unsigned long long)need);
+        desc.shader = "attn_decode_sg_fused";
+        desc.num_bindings = 8;
+        VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
+    }
+    gpu_cmd_dispatch(cmd, pipeline, b, desc.num_bindings, &push, sizeof push, a->n_seqs, groups_y,
+                     parts);
+    if (parts <= 1 || fused) return VKLLM_OK;
 
     reduce_push rpush = {
         .n_seqs = a->n_seqs,
@@ -375,6 +412,111 @@ static uint32_t prefill_shared_bytes(uint32_t head_dim, uint32_t br, uint32_t bc
            4u * br * 4u;
 }
 
+/* attn_prefill_cm.comp's tile: nsg subgroups of 32 (16 * nsg query rows), bc keys per
+ * step (spec constants 1 and 2; 3 is the workgroup size 32 * nsg). */
+typedef struct pcm_tile {
+    uint32_t nsg, bc;
+} pcm_tile;
+
+/* Preference order: more rows per workgroup first (each K/V tile in shared memory serves
+ * more query rows), then more keys per step (fewer barriers per product). The H100 (48
+ * KiB) gets 4 x 32 at head_dim 128, 4 x 64 at 64; lavapipe (32 KiB) 4 x 16 at 128. */
+static const pcm_tile pcm_tiles[] = {{4, 64}, {4, 32}, {4, 16}, {2, 64}, {2, 32}, {2, 16}, {1, 16}};
+#define PCM_MAX_HEAD_DIM 256u
+
+/* Shared bytes of attn_prefill_cm.comp (its header): Q, K, V tiles of rows padded to
+ * head_dim/8 + 1 uvec4, the S/P rows (bc/4 + 1 uvec4), alpha_s and xch_s. */
+static uint64_t pcm_shared_bytes(uint32_t head_dim, pcm_tile t) {
+    uint64_t br = 16u * t.nsg, rs = head_dim / 8u + 1u, srs = t.bc / 4u + 1u;
+    return 16u * (br * rs + 2u * t.bc * rs + br * srs) + 4u * (br + 32u * t.nsg);
+}
+
+static bool pcm_tile_fits(const gpu_features *f, uint32_t head_dim, pcm_tile t) {
+    return pcm_shared_bytes(head_dim, t) <= f->max_shared_memory &&
+           32u * t.nsg <= f->max_workgroup_invocations && 32u * t.nsg <= f->max_workgroup_size[0];
+}
+
+/* The automatic tile: the first of pcm_tiles that fits; false when none does. */
+static bool pcm_auto_tile(const gpu_features *f, uint32_t head_dim, pcm_tile *tile) {
+    for (size_t i = 0; i < sizeof pcm_tiles / sizeof pcm_tiles[0]; i++)
+        if (pcm_tile_fits(f, head_dim, pcm_tiles[i])) {
+            *tile = pcm_tiles[i];
+            return true;
+        }
+    return false;
+}
+
+/* The tile a launch uses: VKLLM_ATTN_PREFILL_TILE=nsg,bc when set (checked), else the
+ * automatic one. */
+static vkllm_status pcm_tile_for(const gpu_features *f, uint32_t head_dim, pcm_tile *tile) {
+    const char *env = getenv("VKLLM_ATTN_PREFILL_TILE");
+    if (!env || !*env) {
+        if (!pcm_auto_tile(f, head_dim, tile))
+            return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                            "attention: no attn_prefill_cm tile fits %u bytes of shared memory "
+                            "at head_dim=%u",
+                            f->max_shared_memory, head_dim);
+        return VKLLM_OK;
+    }
+    char *end = NULL;
+    unsigned long nsg = strtoul(env, &end, 10), bc = 0;
+    bool ok = end != env && *end == ',';
+    if (ok) {
+        const char *second = end + 1;
+        bc = strtoul(second, &end, 10);
+        ok = end != second && *end == '\0';
+    }
+    ok = ok && nsg >= 1 && nsg <= 8 && (bc == 16 || bc == 32 || bc == 64 || bc == 128);
+    if (!ok)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "attention: VKLLM_ATTN_PREFILL_TILE='%s': expected nsg,bc with nsg in "
+                        "1..8 and bc in 16, 32, 64, 128",
+                        env);
+    *tile = (pcm_tile){(uint32_t)nsg, (uint32_t)bc};
+    if (!pcm_tile_fits(f, head_dim, *tile))
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "attention: VKLLM_ATTN_PREFILL_TILE=%s needs %llu bytes of shared memory "
+                        "at head_dim=%u and %u invocations; device '%s' has %u bytes, %u",
+                        env, (unsigned long long)pcm_shared_bytes(head_dim, *tile), head_dim,
+                        32u * tile->nsg, f->name, f->max_shared_memory,
+                        f->max_workgroup_invocations);
+    return VKLLM_OK;
+}
+
+/* Shapes attn_prefill_cm.comp takes (either build). */
+static bool pcm_shape_ok(const gpu_features *f, const k_attn_kv_layout *kv) {
+    pcm_tile t;
+    return kv->head_dim % 16u == 0 && kv->head_dim <= PCM_MAX_HEAD_DIM &&
+           pcm_auto_tile(f, kv->head_dim, &t);
+}
+
+vkllm_status k_attn_prefill_choose(const gpu_features *f, const k_attn_kv_layout *kv,
+                                   k_attn_prefill_kernel *kernel) {
+    const char *env = getenv("VKLLM_ATTN_PREFILL");
+    bool shape_ok = pcm_shape_ok(f, kv), coopmat = k_matmul_coopmat_available(f);
+    *kernel = K_ATTN_PREFILL_PORTABLE;
+    if (!env || !*env || !strcasecmp(env, "auto")) {
+        if (coopmat && shape_ok) *kernel = K_ATTN_PREFILL_COOPMAT;
+    } else if (!strcasecmp(env, "old")) {
+        *kernel = K_ATTN_PREFILL_PORTABLE;
+    } else if (!strcasecmp(env, "cm")) {
+        if (!coopmat)
+            return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                            "attention: VKLLM_ATTN_PREFILL=cm needs VK_NV_cooperative_matrix "
+                            "(16x8x16 fp16 -> f32), shaderFloat16, the Vulkan memory model and "
+                            "subgroup size 32; device '%s' lacks them",
+                            f->name);
+        if (shape_ok) *kernel = K_ATTN_PREFILL_COOPMAT;
+    } else if (!strcasecmp(env, "emulate")) {
+        if (shape_ok) *kernel = K_ATTN_PREFILL_EMULATE;
+    } else {
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "attention: VKLLM_ATTN_PREFILL='%s': expected old, cm, emulate or auto",
+                        env);
+    }
+    return VKLLM_OK;
+}
+
 vkllm_status k_attn_prefill(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layout *kv,
                             const k_attn_params *p, const k_attn_prefill_args *a) {
     VKL_TRY(check_params(kv, p));
@@ -382,13 +524,11 @@ vkllm_status k_attn_prefill(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layo
     uint32_t q_stride = a->q_stride ? a->q_stride : p->n_head * kv->head_dim;
     VKL_TRY(check_q_stride(q_stride, "prefill"));
     uint32_t group = p->n_head / kv->n_head_kv;
-    uint32_t br = PREFILL_ACC_WORDS * WORKGROUP_ATTN / (kv->head_dim / 2u);
-    if (br > 64u) br = 64u;
-    uint32_t bc = 32u;
-    while (bc > 8u && prefill_shared_bytes(kv->head_dim, br, bc) > SHARED_BUDGET)
-        bc /= 2u;
-    uint32_t groups_x = div_up((uint64_t)a->max_q_len * group, br);
-    VKL_TRY(check_grid(ctx, "attn_prefill", groups_x, a->n_seqs, kv->n_head_kv));
+    const gpu_features *f = gpu_context_features(ctx);
+    k_attn_prefill_kernel kernel;
+    VKL_TRY(k_attn_prefill_choose(f, kv, &kernel));
+    /* attn_prefill_cm reads K/V as uvec4: the bindings must start 16-byte aligned. */
+    if ((a->k_cache.offset | a->v_cache.offset) % 16u != 0) kernel = K_ATTN_PREFILL_PORTABLE;
 
     prefill_push push = {
         .n_seqs = a->n_seqs,
@@ -402,11 +542,35 @@ vkllm_status k_attn_prefill(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layo
         .scale = p->scale,
         .softcap = p->softcap,
     };
-    gpu_pipeline_desc desc = {.shader = "attn_prefill",
-                              .num_bindings = 7,
-                              .push_constant_size = sizeof push,
-                              .num_spec_constants = 3,
-                              .spec_constants = {kv->head_dim, br, bc}};
+    gpu_pipeline_desc desc;
+    uint32_t rows_per_group;
+    if (kernel == K_ATTN_PREFILL_PORTABLE) {
+        uint32_t br = PREFILL_ACC_WORDS * WORKGROUP_ATTN / (kv->head_dim / 2u);
+        if (br > 64u) br = 64u;
+        uint32_t bc = 32u;
+        while (bc > 8u && prefill_shared_bytes(kv->head_dim, br, bc) > SHARED_BUDGET)
+            bc /= 2u;
+        desc = (gpu_pipeline_desc){.shader = "attn_prefill",
+                                   .num_bindings = 7,
+                                   .push_constant_size = sizeof push,
+                                   .num_spec_constants = 3,
+                                   .spec_constants = {kv->head_dim, br, bc}};
+        rows_per_group = br;
+    } else {
+        pcm_tile t;
+        VKL_TRY(pcm_tile_for(f, kv->head_dim, &t));
+        bool emulate = kernel == K_ATTN_PREFILL_EMULATE;
+        desc = (gpu_pipeline_desc){.shader = emulate ? "attn_prefill_cm_emu" : "attn_prefill_cm",
+                                   .num_bindings = 7,
+                                   .push_constant_size = sizeof push,
+                                   .num_spec_constants = 4,
+                                   .spec_constants = {kv->head_dim, t.nsg, t.bc, 32u * t.nsg},
+                                   .required_subgroup_size =
+                                       emulate || f->subgroup_size == 32 ? 0 : 32};
+        rows_per_group = 16u * t.nsg;
+    }
+    uint32_t groups_x = div_up((uint64_t)a->max_q_len * group, rows_per_group);
+    VKL_TRY(check_grid(ctx, desc.shader, groups_x, a->n_seqs, kv->n_head_kv));
     gpu_pipeline *pipeline;
     VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
     gpu_binding b[7] = {a->q,           a->k_cache,      a->v_cache, a->block_tables,

@@ -1,12 +1,15 @@
 /* k_attention.h: the paged KV cache layout and the launchers of the attention kernels
  * (kv_write, paged decode attention + partition reduce, causal prefill attention,
  * block copy). Shaders: shaders/{kv_write,attn_decode,attn_decode_sg,attn_reduce,
- * attn_prefill,block_copy}.comp with the shared include shaders/attention.glsl. Decode
+ * attn_prefill,attn_prefill_cm,block_copy}.comp with the shared include
+ * shaders/attention.glsl (prefill kernel choice: see k_attn_prefill_choose). Decode
  * runs attn_decode_sg.comp where the device has subgroup arithmetic and head_dim % 4 == 0,
  * else attn_decode.comp; the environment variable VKLLM_ATTN=old forces attn_decode.comp
  * and VKLLM_ATTN=new forces attn_decode_sg.comp (k_attn_decode then fails with
  * VKLLM_ERR_UNSUPPORTED where it cannot run). Both give the same results up to f32
- * summation order.
+ * summation order. With k_attn_decode_args.counters the subgroup kernel also merges the
+ * partitions itself (variant attn_decode_sg_fused: one dispatch instead of decode +
+ * attn_reduce); VKLLM_ATTN_REDUCE=separate keeps the second dispatch (A/B timing).
  *
  * ---------------------------------------------------------------- KV cache layout
  * Per layer, K and V are two separate arrays (two bindings; they may be ranges of one
@@ -138,6 +141,14 @@ typedef struct k_attn_decode_args {
     gpu_binding out;     /* f32 [n_seqs][n_head][head_dim] (written) */
     gpu_binding scratch; /* k_attn_decode_scratch_bytes() bytes (written); may be left
                             empty (buffer NULL) when that size is 0 */
+    /* k_attn_decode_counter_bytes() bytes of uint32 counters, all 0 before the first call
+     * (clear them once: every call leaves them 0 again), or buffer NULL. With them the
+     * subgroup kernel merges the partitions itself (attn_decode_sg_fused: the last
+     * workgroup of each (sequence, head chunk) does attn_reduce's work), so a decode is
+     * one dispatch; without them, or with VKLLM_ATTN_REDUCE=separate, or on the portable
+     * kernel, attn_reduce runs as a second dispatch. Calls sharing the counters must be
+     * ordered (the automatic barriers do that: the binding is written). */
+    gpu_binding counters;
 } k_attn_decode_args;
 
 /* Decode partition size. `requested` > 0 is used as is; 0 means automatic: 512, halved
@@ -160,10 +171,16 @@ uint64_t k_attn_decode_scratch_bytes_max(const k_attn_kv_layout *kv, const k_att
                                          uint32_t max_seqs, uint32_t max_context_len,
                                          uint32_t requested);
 
+/* Bytes of the decode counters (see k_attn_decode_args.counters) for up to max_seqs
+ * sequences: one uint32 per (sequence, query head), a bound of the (sequence, head chunk)
+ * pairs on any device. */
+uint64_t k_attn_decode_counter_bytes(const k_attn_params *p, uint32_t max_seqs);
+
 /* Records attn_decode or attn_decode_sg (grid n_seqs x n_head_kv*chunks x partitions; the
  * choice is described at the top) and, when there is more than one partition, attn_reduce
- * (n_seqs x n_head). Sequences whose own context fits one partition are written by the
- * decode kernel directly. */
+ * (n_seqs x n_head) unless the decode dispatch merges them (counters given, subgroup
+ * kernel). Sequences whose own context fits one partition are written by the decode
+ * kernel directly. */
 vkllm_status k_attn_decode(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layout *kv,
                            const k_attn_params *p, const k_attn_decode_args *args);
 
@@ -184,9 +201,38 @@ typedef struct k_attn_prefill_args {
     gpu_binding out; /* f32 [n_tokens][n_head][head_dim] (written) */
 } k_attn_prefill_args;
 
-/* Records attn_prefill (grid row tiles x n_seqs x n_head_kv). The chunk's K/V must have
- * been written by k_attn_kv_write earlier in the same command buffer (or before). A
- * sequence with n_q <= 0 or context_len < n_q is skipped (its rows stay unwritten). */
+/* Prefill kernels (same bindings, push constants, grid and semantics):
+ *  - PORTABLE: attn_prefill.comp, scalar f32 (every device; reference-exact to ~1e-6);
+ *  - COOPMAT: attn_prefill_cm.comp, S = Q.K^T and O += P.V on tensor cores
+ *    (GL_NV_cooperative_matrix 16x8x16 fp16 -> f32; q scaled and P rounded to fp16, so
+ *    ~1e-3 relative agreement); needs k_matmul_coopmat_available(), head_dim % 16 == 0
+ *    (<= 256), a tile shape within maxComputeSharedMemorySize and 16-byte aligned K/V
+ *    binding offsets;
+ *  - EMULATE: attn_prefill_cm.comp built with CM_EMULATE (the same tiles, products done
+ *    with plain shared-memory arithmetic; for tests on devices without coopmat).
+ * Automatic choice: COOPMAT where it can run, else PORTABLE. VKLLM_ATTN_PREFILL=old|cm|
+ * emulate forces one (auto or unset: automatic); cm and emulate still fall back to
+ * PORTABLE for shapes the coopmat kernel does not take (head_dim, shared memory, binding
+ * alignment), while cm on a device without cooperative matrices fails with
+ * VKLLM_ERR_UNSUPPORTED and an unknown value with VKLLM_ERR_INVALID_ARGUMENT.
+ * VKLLM_ATTN_PREFILL_TILE=nsg,bc forces the coopmat tile (nsg subgroups of 32 = 16*nsg
+ * query rows, bc keys per step; 1 <= nsg <= 8, bc in 16, 32, 64, 128): A/B runs and
+ * tests; a shape beyond the shared memory fails with VKLLM_ERR_INVALID_ARGUMENT. */
+typedef enum k_attn_prefill_kernel {
+    K_ATTN_PREFILL_PORTABLE,
+    K_ATTN_PREFILL_COOPMAT,
+    K_ATTN_PREFILL_EMULATE,
+} k_attn_prefill_kernel;
+
+/* The kernel k_attn_prefill runs for this layout on this device (VKLLM_ATTN_PREFILL
+ * included; binding alignment is checked at launch only). */
+vkllm_status k_attn_prefill_choose(const gpu_features *f, const k_attn_kv_layout *kv,
+                                   k_attn_prefill_kernel *kernel);
+
+/* Records the prefill kernel chosen as above (grid row tiles x n_seqs x n_head_kv). The
+ * chunk's K/V must have been written by k_attn_kv_write earlier in the same command
+ * buffer (or before). A sequence with n_q <= 0 or context_len < n_q is skipped (its rows
+ * stay unwritten). */
 vkllm_status k_attn_prefill(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layout *kv,
                             const k_attn_params *p, const k_attn_prefill_args *args);
 

@@ -197,13 +197,19 @@ bool k_matmul_coopmat_available(const gpu_features *f) {
     return false;
 }
 
-bool k_matmul_accumulate_supported(const gpu_features *f, uint32_t n_tokens) {
-    return k_matmul_auto_kernel(f, n_tokens) == K_MATMUL_MATVEC;
+/* VKLLM_MATMUL=emulate (tests): COOPMAT runs matmul_coopmat.comp's CM_EMULATE build,
+ * and AUTO picks COOPMAT for > 8 tokens on a device with shaderFloat16, so the engine
+ * runs its cooperative-matrix path (tiles, split-K, reduce) end to end on lavapipe. */
+static bool mm_env_is(const char *value) {
+    const char *env = getenv("VKLLM_MATMUL");
+    return env && !strcasecmp(env, value);
 }
 
 k_matmul_kernel k_matmul_auto_kernel(const gpu_features *f, uint32_t n_tokens) {
     if (n_tokens <= MM_MATVEC_MAX_TOKENS) return K_MATMUL_MATVEC;
-    return k_matmul_coopmat_available(f) ? K_MATMUL_COOPMAT : K_MATMUL_TILED;
+    if (k_matmul_coopmat_available(f) || (f->fp16_arithmetic && mm_env_is("emulate")))
+        return K_MATMUL_COOPMAT;
+    return K_MATMUL_TILED;
 }
 
 /* Tile configuration of the portable matmul (spec constants 0..5). */
@@ -221,11 +227,17 @@ static mm_tiles mm_choose_tiles(const gpu_features *f) {
 
 /* ---------------------------------------------------------------- k_matmul */
 
-static vkllm_status mm_dispatch_ranges(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
-                                       const mm_layout *l, gpu_pipeline *pipeline, bool matvec,
-                                       uint32_t tile_m, uint32_t tile_n, uint32_t t0, uint32_t nt,
-                                       uint32_t x_stride, uint32_t y_stride) {
+/* One dispatch per row range of W over columns [c0, c0 + nc) of every row (the whole
+ * row for all kernels but the split-K slices of matmul_coopmat.comp): the shader sees
+ * rows of nc columns that start c0's byte later (skew) and keep row_bytes apart, and X
+ * from column c0 (c0 is a multiple of the block size and of 8). */
+static vkllm_status mm_dispatch_cols(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
+                                     const mm_layout *l, gpu_pipeline *pipeline, bool matvec,
+                                     uint32_t tile_m, uint32_t tile_n, uint32_t t0, uint32_t nt,
+                                     uint32_t x_stride, uint32_t y_stride, uint32_t c0,
+                                     uint32_t nc) {
     const gpu_features *f = gpu_context_features(ctx);
+    uint32_t c0_bytes = (uint32_t)ggml_row_bytes(a->w->type, c0);
     const k_weight *w = a->w;
     gpu_binding x = a->x, y = a->y;
     x.writable = false;
@@ -240,15 +252,16 @@ static vkllm_status mm_dispatch_ranges(gpu_context *ctx, gpu_cmd *cmd, const k_m
         bindings[1] = x;
         bindings[2] = y;
         bindings[3] = bias;
+        push.skew += c0_bytes;
         push.rows = n;
-        push.cols = w->cols;
+        push.cols = nc;
         push.row_bytes = (uint32_t)l->row_bytes;
         push.x_stride = x_stride;
         push.y_stride = y_stride;
         push.y_offset = a->y_col + r0 + t0 * y_stride;
         push.bias_offset = r0;
         push.n_tokens = nt;
-        push.x_offset = t0 * x_stride;
+        push.x_offset = t0 * x_stride + c0;
         uint32_t gx, gy;
         if (matvec) {
             mm_grid(f, (n + tile_m - 1) / tile_m, &gx, &gy);
@@ -259,6 +272,15 @@ static vkllm_status mm_dispatch_ranges(gpu_context *ctx, gpu_cmd *cmd, const k_m
         gpu_cmd_dispatch(cmd, pipeline, bindings, 4, &push, sizeof push, gx, gy, 1);
     }
     return VKLLM_OK;
+}
+
+/* mm_dispatch_cols over whole rows. */
+static vkllm_status mm_dispatch_ranges(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
+                                       const mm_layout *l, gpu_pipeline *pipeline, bool matvec,
+                                       uint32_t tile_m, uint32_t tile_n, uint32_t t0, uint32_t nt,
+                                       uint32_t x_stride, uint32_t y_stride) {
+    return mm_dispatch_cols(ctx, cmd, a, l, pipeline, matvec, tile_m, tile_n, t0, nt, x_stride,
+                            y_stride, 0, a->w->cols);
 }
 
 static vkllm_status mm_run_matvec(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
@@ -471,22 +493,33 @@ static vkllm_status mv_run_fast(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
 }
 
 /* ---------------------------------------------------------------- matvec_dp4a
- * See matvec_dp4a.comp and docs/perf-notes.md, "matvec_dp4a". Workgroups of DP_SUBGROUPS subgroups
- * (half for weights of <= MV_FEW_ROWS rows), DP_ROWS rows per subgroup, persistent over
- * row groups: at most DP_MAX_WG workgroups (about 2 per SM on an H100), each quantizing X
- * once for all its groups, the groups spread evenly. Tokens per pass: as many as the
- * quantized X (1.5 bytes per element and token) fits shared memory, at most 8.
- * VKLLM_MATVEC_DP4A_TUNE="R,S,W" overrides rows, subgroups and the workgroup cap. */
+ * See matvec_dp4a.comp and docs/notes-dp4a.md. Workgroups of DP_SUBGROUPS subgroups (half
+ * for weights of <= MV_FEW_ROWS rows), rows per subgroup and units per lane below,
+ * persistent over row groups: at most DP_MAX_WG workgroups (about 2 per SM on an H100),
+ * each quantizing X once for all its groups, the groups spread evenly. Tokens per pass: as
+ * many as the quantized X (1.5 bytes per element and token) fits shared memory, at most 8.
+ * VKLLM_MATVEC_DP4A_TUNE="R,S,W[,U[,L]]" overrides rows per subgroup, subgroups, the
+ * workgroup cap, units per lane in flight (loop 2) and the main loop (L = 1: the first
+ * version); VKLLM_MATVEC_DP4A_LOOP=1 picks the first version with its own defaults. */
 
-/* 1 row per subgroup: measured on the H100 (docs/perf-notes.md, "outcomes of the second
- * speed pass"), Q4_K 382 -> 1,592 GB/s at gate/up against 2 rows (fewer live registers); Q4_0, Q8_0
- * and Q6_K also best or within 3%. */
-#define DP_ROWS 1
+/* Loop 2: 2 rows per subgroup (X read once per token for both), fewer where the weight has
+ * too few rows for DP_MIN_GROUPS row groups (K/V projections: 1); 2 units per lane in
+ * flight for 4-bit weights at 1 token (bytes in flight), else 1 (registers: a Q8_0 unit
+ * holds 12 loaded words, Q6_K 19, Q4_0/Q4_K 8; Q8_0's 34 bytes per unit are enough in
+ * flight). Loop 1 (first
+ * version): 1 row per subgroup, measured best on the H100 (docs/perf-notes.md, "outcomes
+ * of the second speed pass"). */
+#define DP_ROWS 2
+#define DP_V1_ROWS 1
+#define DP_MIN_GROUPS 256
 #define DP_SUBGROUPS 8
 #define DP_MAX_WG 264
 
 typedef struct dp_config {
     uint32_t wg, rows, max_wg, max_tokens;
+    uint32_t units;     /* loop 2: units (32 weights) per lane and row in flight */
+    uint32_t col_chunk; /* columns per dispatch (w->cols unless split, see dp_configure) */
+    uint32_t loop;      /* 2: default main loop; 1: the first version */
 } dp_config;
 
 static bool dp_type_supported(ggml_type type) {
@@ -505,31 +538,82 @@ static uint64_t dp_shared_bytes(uint32_t cols, uint32_t n_tokens) {
 /* Fills *c for weight w; false when matvec_dp4a cannot run it. */
 static bool dp_configure(const gpu_features *f, const k_matmul_args *a, dp_config *c) {
     const k_weight *w = a->w;
-    if (!f->integer_dot_product || !f->subgroup_arithmetic || a->reduce == K_REDUCE_SHARED ||
-        !dp_type_supported(w->type))
+    if (!f->integer_dot_product || !f->subgroup_arithmetic || !f->subgroup_shuffle ||
+        a->reduce == K_REDUCE_SHARED || !dp_type_supported(w->type))
         return false;
-    uint32_t rows = DP_ROWS, sgs = DP_SUBGROUPS, max_wg = DP_MAX_WG;
+    const char *loop_env = getenv("VKLLM_MATVEC_DP4A_LOOP");
+    uint32_t loop = loop_env && !strcmp(loop_env, "1") ? 1 : 2;
+    uint32_t rows = loop == 1 ? DP_V1_ROWS : DP_ROWS, sgs = DP_SUBGROUPS, max_wg = DP_MAX_WG;
+    uint32_t units =
+        a->n_tokens <= 1 && (w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q4_K) ? 2 : 1;
     const char *tune = getenv("VKLLM_MATVEC_DP4A_TUNE");
-    unsigned tr, ts, tw;
-    if (tune && *tune && sscanf(tune, "%u,%u,%u", &tr, &ts, &tw) == 3 && tr >= 1 && tr <= 8 &&
-        ts >= 1 && ts <= 32 && tw >= 1) {
+    unsigned tr, ts, tw, tu = units, tl = loop == 1;
+    int n = tune && *tune ? sscanf(tune, "%u,%u,%u,%u,%u", &tr, &ts, &tw, &tu, &tl) : 0;
+    if (n >= 3 && tr >= 1 && tr <= 8 && ts >= 1 && ts <= 32 && tw >= 1 && tu >= 1 && tu <= 4 &&
+        tl <= 1) {
         rows = tr;
         sgs = ts;
         max_wg = tw;
-    } else if (w->rows <= MV_FEW_ROWS) {
-        sgs /= 2;
+        units = tu;
+        loop = tl ? 1 : 2;
+    } else {
+        if (w->rows <= MV_FEW_ROWS) sgs /= 2;
+        while (loop == 2 && rows > 1 && w->rows / (sgs * rows) < DP_MIN_GROUPS)
+            rows /= 2;
     }
     uint32_t wg = mv_workgroup_size(f, &sgs);
     if (wg == 0) return false;
+    /* Column chunks: loop 2 splits rows whose quantized X of all the tokens (at most 8)
+     * would not fit shared memory into chunks of whole blocks that do, one dispatch each
+     * (later chunks accumulate), so W is read once instead of once per token pass. Not
+     * with the RMSNorm prologue (its 1/rms needs the whole row). */
+    uint32_t want = a->n_tokens > MM_MATVEC_MAX_TOKENS ? MM_MATVEC_MAX_TOKENS : a->n_tokens;
+    if (want == 0) want = 1;
+    uint32_t be = ggml_type_get_info(w->type).block_elems, nb = w->cols / be;
+    c->col_chunk = w->cols;
+    if (loop == 2 && !a->norm_weight.buffer)
+        for (uint32_t k = 1; k <= nb; k++) {
+            uint32_t cc = (nb + k - 1) / k * be;
+            uint32_t cc1024 = (cc + 1023) / 1024 * 1024; /* constant X offsets per token */
+            if (cc1024 < w->cols && dp_shared_bytes(cc1024, want) <= f->max_shared_memory)
+                cc = cc1024;
+            if (dp_shared_bytes(cc, want) <= f->max_shared_memory) {
+                c->col_chunk = cc;
+                break;
+            }
+        }
     c->max_tokens = 0;
     while (c->max_tokens < MM_MATVEC_MAX_TOKENS &&
-           dp_shared_bytes(w->cols, c->max_tokens + 1) <= f->max_shared_memory)
+           dp_shared_bytes(c->col_chunk, c->max_tokens + 1) <= f->max_shared_memory)
         c->max_tokens++;
     if (c->max_tokens == 0) return false;
     c->wg = wg;
     c->rows = rows;
     c->max_wg = max_wg;
+    c->units = units;
+    c->loop = loop;
     return true;
+}
+
+/* Loop 2's weight binding: 16-byte loads need its start at a multiple of 16 and its end
+ * at the tensor's end rounded up to 16 (inside the buffer), Q4_K also 16-byte aligned
+ * blocks; otherwise word loads on mm_range_binding's binding. Sets *vec, *align (binding
+ * offsets) and *rows_per_range. */
+static void dp_binding_plan(const gpu_features *f, const k_matmul_args *a, const mm_layout *l,
+                            const dp_config *c, bool *vec, uint64_t *align,
+                            uint32_t *rows_per_range) {
+    const k_weight *w = a->w;
+    uint64_t a16 = l->align < 16 ? 16 : l->align;
+    if (a16 % 16) a16 *= 16; /* a power of two in practice; keep both multiples */
+    uint64_t end16 = (w->offset + l->row_bytes * w->rows + 15) & ~15ull;
+    uint64_t limit = mm_binding_limit(f, a->max_binding_bytes);
+    uint64_t usable = limit > a16 + 16 ? limit - a16 - 16 : 0;
+    uint64_t per_range = usable / l->row_bytes;
+    if (per_range > l->rows_per_range) per_range = l->rows_per_range;
+    *vec = c->loop == 2 && end16 <= w->buffer->size && per_range > 0 &&
+           (w->type != GGML_TYPE_Q4_K || w->offset % 16 == 0);
+    *align = *vec ? a16 : l->align;
+    *rows_per_range = *vec ? (uint32_t)per_range : l->rows_per_range;
 }
 
 bool k_matmul_matvec_dp4a_applies(const gpu_features *f, const k_matmul_args *a,
@@ -579,33 +663,66 @@ static vkllm_status mv_run_dp4a(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
     /* fewest rows a workgroup's pass covers (subgroups of the largest size) */
     uint32_t group_rows = c->rows * (c->wg / mv_sg_max(f));
     if (group_rows == 0) group_rows = c->rows;
+    bool vec;
+    uint64_t align;
+    uint32_t rows_per_range;
+    dp_binding_plan(f, a, l, c, &vec, &align, &rows_per_range);
+    ggml_type_info info = ggml_type_get_info(w->type);
+    /* constants 7, 8: the RMSNorm prologue and its eps (bits of the float); 12-14: units
+     * per lane, main loop (1: first version), 16-byte loads */
+    uint32_t eps_bits;
+    memcpy(&eps_bits, &a->norm_eps, 4);
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += c->max_tokens) {
         uint32_t nt = a->n_tokens - t0;
         if (nt > c->max_tokens) nt = c->max_tokens;
-        gpu_pipeline_desc desc = {.shader = name,
-                                  .num_bindings = 4,
-                                  .push_constant_size = sizeof(mv_push),
-                                  .num_spec_constants = 7,
-                                  .spec_constants = {c->wg, c->rows, nt, w->cols,
-                                                     a->bias.buffer != NULL, 0, a->accumulate}};
-        gpu_pipeline *pipeline;
-        VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
-        for (uint32_t r0 = 0; r0 < w->rows; r0 += l->rows_per_range) {
-            uint32_t n = w->rows - r0 < l->rows_per_range ? w->rows - r0 : l->rows_per_range;
-            mv_push push = {.rows = n,
-                            .cols = w->cols,
-                            .row_bytes = (uint32_t)l->row_bytes,
-                            .x_stride = x_stride,
-                            .y_stride = y_stride,
-                            .y_offset = a->y_col + r0 + t0 * y_stride,
-                            .bias_offset = r0,
-                            .x_offset = t0 * x_stride};
-            gpu_binding bindings[4] = {mm_range_binding(w, l, r0, n, &push.skew), x, y, bias};
-            uint64_t groups = (n + group_rows - 1) / group_rows;
-            uint64_t passes = (groups + c->max_wg - 1) / c->max_wg;
-            uint32_t gx, gy;
-            mm_grid(f, (groups + passes - 1) / passes, &gx, &gy);
-            gpu_cmd_dispatch(cmd, pipeline, bindings, 4, &push, sizeof push, gx, gy, 1);
+        /* column chunks (dp_configure): the first one adds the bias, later ones accumulate */
+        for (uint32_t c0 = 0; c0 < w->cols; c0 += c->col_chunk) {
+            uint32_t nc = w->cols - c0 < c->col_chunk ? w->cols - c0 : c->col_chunk;
+            bool first = c0 == 0;
+            gpu_pipeline_desc desc = {
+                .shader = name,
+                .num_bindings = 5,
+                .push_constant_size = sizeof(mv_push),
+                .num_spec_constants = 15,
+                .spec_constants = {c->wg, c->rows, nt, nc, first && a->bias.buffer != NULL, 0,
+                                   a->accumulate || !first, a->norm_weight.buffer != NULL,
+                                   a->norm_weight.buffer ? eps_bits : 0, 0, 0, 0, c->units,
+                                   c->loop == 1, vec}};
+            gpu_pipeline *pipeline;
+            VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
+            uint32_t chunk_skew = c0 / info.block_elems * info.block_bytes;
+            for (uint32_t r0 = 0; r0 < w->rows; r0 += rows_per_range) {
+                uint32_t n = w->rows - r0 < rows_per_range ? w->rows - r0 : rows_per_range;
+                mv_push push = {.rows = n,
+                                .cols = nc,
+                                .row_bytes = (uint32_t)l->row_bytes,
+                                .x_stride = x_stride,
+                                .y_stride = y_stride,
+                                .y_offset = a->y_col + r0 + t0 * y_stride,
+                                .bias_offset = r0,
+                                .x_offset = t0 * x_stride + c0};
+                gpu_binding wb = mm_range_binding(w, l, r0, n, &push.skew);
+                if (vec) { /* 16-byte aligned start, end rounded up to 16 */
+                    uint64_t start = w->offset + (uint64_t)r0 * l->row_bytes;
+                    uint64_t aligned = start - start % align;
+                    uint64_t end16 = (start + (uint64_t)n * l->row_bytes + 15) & ~15ull;
+                    push.skew = (uint32_t)(start - aligned);
+                    wb = (gpu_binding){w->buffer, aligned, end16 - aligned, false};
+                }
+                push.skew += chunk_skew; /* the chunk's first block in each row */
+                gpu_binding norm = a->norm_weight.buffer ? a->norm_weight : x; /* x: unused */
+                norm.writable = false;
+                gpu_binding bindings[5] = {wb, x, y, bias, norm};
+                /* loop 2 balances rows over subgroups whatever the count: the cap; loop 1
+                 * gives every workgroup the same number of groups */
+                uint64_t groups = (n + group_rows - 1) / group_rows;
+                uint64_t passes = (groups + c->max_wg - 1) / c->max_wg;
+                uint64_t n_wg = groups < c->max_wg ? groups : c->max_wg;
+                if (c->loop == 1) n_wg = (groups + passes - 1) / passes;
+                uint32_t gx, gy;
+                mm_grid(f, n_wg, &gx, &gy);
+                gpu_cmd_dispatch(cmd, pipeline, bindings, 5, &push, sizeof push, gx, gy, 1);
+            }
         }
     }
     return VKLLM_OK;
@@ -744,10 +861,179 @@ static bool cm_configure(const gpu_features *f, uint32_t rows, uint32_t n_tokens
     return true;
 }
 
+/* ---------------------------------------------------------------- split-K across workgroups
+ * A product whose tiles give fewer than ~2 workgroups per SM leaves the GPU latency-bound
+ * (H100, Llama-3-8B at 64 tokens: ffn_down and wo run 128 workgroups at half the
+ * FLOP rate of gate|up's 448; docs/notes-splitk.md). Then K is cut into S slices: S
+ * dispatches of the unchanged matmul_coopmat.comp, slice s seeing rows of its columns
+ * only (cols = slice length, weight skew moved to the slice's first block, x_offset to
+ * its first column) and writing its partial Y to slice s of k_matmul_args.split_scratch
+ * ([S][n_tokens][rows] f32, slices `slice_floats` apart so each has its own aligned
+ * binding). The slices write disjoint bindings and read the same inputs, so the
+ * automatic barriers let them run concurrently; split_k_reduce.comp then writes
+ * Y = (accumulate ? Y : 0) + Σ_s partial_s + bias (one barrier). With accumulate and no
+ * split, the product runs as one slice through the reduce (its += epilogue).
+ * Automatic S: none from CM_SPLIT_ENOUGH_TILES tiles on; else the smallest of 2, 4, 8
+ * giving >= CM_SPLIT_TARGET_TILES workgroups, halved while slices would be shorter than
+ * CM_SPLIT_MIN_COLS. Slices are multiples of the K step (16*KSUB*SG_K) and the block
+ * (256 for K-quants) where that keeps S slices, else of the block; the last is shorter.
+ * VKLLM_MATMUL_SPLITK (A/B timing, tests): 0 (or 1) = no split, N = 2..8 slices for every
+ * product where K has that many blocks, unset/auto = the rule above. A scratch too small
+ * for the chosen S halves S (no split below 2). */
+
+#define CM_SPLIT_MAX 8
+#define CM_SPLIT_ENOUGH_TILES (2 * CM_MIN_TILES) /* no split from here on */
+#define CM_SPLIT_TARGET_TILES (3 * CM_MIN_TILES) /* S grows until tiles * S reaches this */
+#define CM_SPLIT_MIN_COLS 512                    /* shortest automatic slice */
+#define CM_REDUCE_WG 256
+#define CM_REDUCE_MAX_GROUPS 8192 /* grid-stride loop beyond */
+
+typedef struct rd_push { /* split_k_reduce.comp */
+    uint32_t rows, n_tokens, n_slices, slice_stride;
+    uint32_t y_stride, y_offset, bias_offset;
+} rd_push;
+
+typedef struct cm_split {
+    uint32_t slices;       /* partial products; 0: no scratch, Y written by the kernel */
+    uint32_t slice_cols;   /* columns per slice; the last has cols - (slices-1) * slice_cols */
+    uint64_t slice_floats; /* floats between slices in the scratch */
+    uint64_t bytes;        /* scratch bytes used */
+} cm_split;
+
+/* VKLLM_MATMUL_SPLITK: -1 automatic (unset, empty, "auto"), 0 off, else slices (<= 8). */
+static int cm_split_env(void) {
+    const char *env = getenv("VKLLM_MATMUL_SPLITK");
+    if (!env || !*env || !strcasecmp(env, "auto")) return -1;
+    long v = strtol(env, NULL, 10);
+    if (v <= 1) return 0;
+    return v > CM_SPLIT_MAX ? CM_SPLIT_MAX : (int)v;
+}
+
+static uint32_t cm_gcd(uint32_t a, uint32_t b) {
+    while (b) {
+        uint32_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+static uint32_t cm_round_up(uint32_t v, uint32_t unit) {
+    return (v + unit - 1) / unit * unit;
+}
+
+/* Slice length for about `want` slices of cols: a multiple of `step` (K step and block)
+ * when that still gives `want` slices, else of `block`. */
+static uint32_t cm_slice_cols(uint32_t cols, uint32_t want, uint32_t block, uint32_t step) {
+    uint32_t per = (cols + want - 1) / want;
+    uint32_t len = cm_round_up(per, step);
+    if ((uint64_t)(want - 1) * len >= cols) len = cm_round_up(per, block);
+    return len;
+}
+
+/* How this product uses the scratch: `have` bytes available (UINT64_MAX when sizing). */
+static void cm_plan_split(const gpu_features *f, const k_weight *w, uint32_t n_tokens,
+                          const cm_shape *s, bool accumulate, uint64_t have, cm_split *out) {
+    *out = (cm_split){0};
+    uint64_t align = f->min_storage_offset_alignment > 4 ? f->min_storage_offset_alignment : 4;
+    uint64_t limit = mm_binding_limit(f, 0);
+    uint64_t outputs = (uint64_t)n_tokens * w->rows;
+    uint64_t slice_floats = (outputs * 4 + align - 1) / align * align / 4;
+    uint32_t block = ggml_type_get_info(w->type).block_elems;
+    if (block < 8) block = 8; /* F32/F16: groups of 8 */
+    uint32_t bk = 16 * s->ksub * s->sg_k;
+    uint32_t step = block / cm_gcd(block, bk) * bk;
+    int env = cm_split_env();
+    uint32_t want = 1;
+    if (env > 0) {
+        want = (uint32_t)env;
+    } else if (env < 0) {
+        uint64_t tiles = cm_tiles(*s, w->rows, n_tokens);
+        if (tiles < CM_SPLIT_ENOUGH_TILES) {
+            want = 2;
+            while (want < CM_SPLIT_MAX && tiles * want < CM_SPLIT_TARGET_TILES)
+                want *= 2;
+        }
+        while (want > 1 && (uint64_t)want * CM_SPLIT_MIN_COLS > w->cols)
+            want /= 2;
+    }
+    if (want > w->cols / block) want = w->cols / block;
+    for (; want >= 2; want /= 2) {
+        uint32_t len = cm_slice_cols(w->cols, want, block, step);
+        uint32_t slices = (w->cols + len - 1) / len;
+        uint64_t bytes = ((slices - 1) * slice_floats + outputs) * 4;
+        if (slices < 2 || slices * slice_floats > UINT32_MAX || bytes > limit || bytes > have)
+            continue;
+        *out = (cm_split){slices, len, slice_floats, bytes};
+        return;
+    }
+    if (accumulate) *out = (cm_split){1, w->cols, slice_floats, outputs * 4};
+}
+
+static bool cm_ranges_overlap(gpu_binding a, uint64_t a_bytes, gpu_binding b, uint64_t b_bytes) {
+    return a.buffer == b.buffer && a.offset < b.offset + b_bytes && b.offset < a.offset + a_bytes;
+}
+
+/* Y (= or +=) Σ partial slices (+ bias). */
+static vkllm_status cm_reduce(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
+                              const cm_split *sp, uint32_t y_stride) {
+    const gpu_features *f = gpu_context_features(ctx);
+    gpu_binding partial = {a->split_scratch.buffer, a->split_scratch.offset, sp->bytes, false};
+    gpu_binding y = a->y;
+    y.writable = true;
+    gpu_binding bias = a->bias.buffer ? a->bias : partial;
+    bias.writable = false;
+    gpu_pipeline_desc desc = {
+        .shader = "split_k_reduce",
+        .num_bindings = 3,
+        .push_constant_size = sizeof(rd_push),
+        .num_spec_constants = 3,
+        .spec_constants = {CM_REDUCE_WG, a->bias.buffer != NULL, a->accumulate}};
+    gpu_pipeline *pipeline;
+    VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
+    rd_push push = {.rows = a->w->rows,
+                    .n_tokens = a->n_tokens,
+                    .n_slices = sp->slices,
+                    .slice_stride = (uint32_t)sp->slice_floats,
+                    .y_stride = y_stride,
+                    .y_offset = a->y_col,
+                    .bias_offset = 0};
+    uint64_t groups = ((uint64_t)a->n_tokens * a->w->rows + CM_REDUCE_WG - 1) / CM_REDUCE_WG;
+    if (groups > CM_REDUCE_MAX_GROUPS) groups = CM_REDUCE_MAX_GROUPS;
+    uint32_t gx, gy;
+    mm_grid(f, groups, &gx, &gy);
+    gpu_binding bindings[3] = {partial, y, bias};
+    gpu_cmd_dispatch(cmd, pipeline, bindings, 3, &push, sizeof push, gx, gy, 1);
+    return VKLLM_OK;
+}
+
 static vkllm_status mm_run_coopmat(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a,
                                    const mm_layout *l, const cm_shape *s, bool emulate,
                                    uint32_t x_stride, uint32_t y_stride) {
+    static const char op[] = "k_matmul";
     const gpu_features *f = gpu_context_features(ctx);
+    const k_weight *w = a->w;
+    uint64_t have = a->split_scratch.buffer ? mm_binding_bytes(f, a->split_scratch) : 0;
+    cm_split sp;
+    cm_plan_split(f, w, a->n_tokens, s, a->accumulate, have, &sp);
+    if (a->accumulate && sp.bytes > have)
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "%s: accumulate with the cooperative-matrix kernel goes through the "
+                        "split-K reduce: split_scratch has %llu bytes but needs %llu",
+                        op, (unsigned long long)have, (unsigned long long)sp.bytes);
+    if (sp.slices) {
+        VKL_TRY(mm_check_binding(op, "split_scratch", f, a->split_scratch, sp.bytes / 4));
+        uint64_t x_bytes = ((uint64_t)(a->n_tokens - 1) * x_stride + w->cols) * 4;
+        uint64_t y_bytes = ((uint64_t)(a->n_tokens - 1) * y_stride + a->y_col + w->rows) * 4;
+        bool overlap = cm_ranges_overlap(a->split_scratch, sp.bytes, a->x, x_bytes) ||
+                       cm_ranges_overlap(a->split_scratch, sp.bytes, a->y, y_bytes) ||
+                       (a->bias.buffer &&
+                        cm_ranges_overlap(a->split_scratch, sp.bytes, a->bias, 4ull * w->rows));
+        if (overlap)
+            return vkl_fail(
+                VKLLM_ERR_INVALID_ARGUMENT, "%s: split_scratch [%llu, +%llu) overlaps x, y or bias",
+                op, (unsigned long long)a->split_scratch.offset, (unsigned long long)sp.bytes);
+    }
     char name[64];
     snprintf(name, sizeof name, "matmul_cm_%s%s", emulate ? "emu_" : "", l->suffix);
     gpu_pipeline_desc desc = {.shader = name,
@@ -755,18 +1041,100 @@ static vkllm_status mm_run_coopmat(gpu_context *ctx, gpu_cmd *cmd, const k_matmu
                               .push_constant_size = sizeof(mm_push),
                               .num_spec_constants = 10,
                               .spec_constants = {s->sg_m, s->sg_n, s->sg_k, s->fm, s->fn, s->ksub,
-                                                 a->bias.buffer != NULL, 32 * cm_subgroups(*s),
-                                                 s->pad, s->prefetch},
+                                                 a->bias.buffer != NULL && !sp.slices,
+                                                 32 * cm_subgroups(*s), s->pad, s->prefetch},
                               .required_subgroup_size = emulate || f->subgroup_size == 32 ? 0 : 32};
     uint32_t bn = cm_bn(*s);
     if ((a->n_tokens + bn - 1) / bn >
         (f->max_workgroup_count[1] ? f->max_workgroup_count[1] : 65535))
-        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "k_matmul: n_tokens %u is too large",
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: n_tokens %u is too large", op,
                         a->n_tokens);
     gpu_pipeline *pipeline;
     VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
-    return mm_dispatch_ranges(ctx, cmd, a, l, pipeline, false, cm_bm(*s), bn, 0, a->n_tokens,
-                              x_stride, y_stride);
+    if (!sp.slices)
+        return mm_dispatch_ranges(ctx, cmd, a, l, pipeline, false, cm_bm(*s), bn, 0, a->n_tokens,
+                                  x_stride, y_stride);
+    /* slice sl: partial [n_tokens][rows] in its own binding; bias and accumulate wait for
+     * the reduce */
+    k_matmul_args slice = *a;
+    slice.bias = (gpu_binding){0};
+    slice.accumulate = false;
+    slice.y_col = 0;
+    uint64_t outputs = (uint64_t)a->n_tokens * w->rows;
+    for (uint32_t sl = 0; sl < sp.slices; sl++) {
+        uint32_t c0 = sl * sp.slice_cols;
+        uint32_t nc = w->cols - c0 < sp.slice_cols ? w->cols - c0 : sp.slice_cols;
+        slice.y =
+            (gpu_binding){a->split_scratch.buffer,
+                          a->split_scratch.offset + sl * sp.slice_floats * 4, outputs * 4, true};
+        VKL_TRY(mm_dispatch_cols(ctx, cmd, &slice, l, pipeline, false, cm_bm(*s), bn, 0,
+                                 a->n_tokens, x_stride, w->rows, c0, nc));
+    }
+    return cm_reduce(ctx, cmd, a, &sp, y_stride);
+}
+
+bool k_matmul_accumulate_supported(const gpu_features *f, uint32_t n_tokens) {
+    k_matmul_kernel kernel = k_matmul_auto_kernel(f, n_tokens);
+    if (kernel == K_MATMUL_MATVEC) return true;
+    if (kernel != K_MATMUL_COOPMAT || mm_env_is("old")) return false;
+    /* COOPMAT falls back to the first-cut kernel (no reduce) where no shape fits */
+    cm_shape s;
+    return cm_configure(f, 1, n_tokens, &s) && cm_configure(f, CM_BIG_ROWS, n_tokens, &s);
+}
+
+uint64_t k_matmul_split_scratch_bytes(const gpu_features *f, const k_weight *w, uint32_t n_tokens,
+                                      bool accumulate) {
+    if (!f || !w || !n_tokens || !w->rows || !w->cols || !mm_suffix(w->type)) return 0;
+    if (k_matmul_auto_kernel(f, n_tokens) != K_MATMUL_COOPMAT || mm_env_is("old")) return 0;
+    cm_shape s;
+    if (!cm_configure(f, w->rows, n_tokens, &s)) return 0;
+    cm_split sp;
+    cm_plan_split(f, w, n_tokens, &s, accumulate, UINT64_MAX, &sp);
+    return sp.bytes;
+}
+
+/* RMSNorm prologue (k_matmul_args.norm_weight): matvec_dp4a only, whose quantize_x sums
+ * Σx² across subgroups through its shared X array: one word per (token, subgroup) fits
+ * when cols >= 4 x the subgroups a workgroup can have (the array holds cols/4 words per
+ * token). */
+static bool norm_prologue_fits(const gpu_features *f, const k_matmul_args *a, const dp_config *dp) {
+    uint32_t sg_min =
+        f->subgroup_size_control && f->subgroup_min_size ? f->subgroup_min_size : f->subgroup_size;
+    uint32_t subgroups = dp->wg / (sg_min ? sg_min : 1u);
+    return (uint64_t)a->w->cols >= 4ull * (subgroups ? subgroups : 1u);
+}
+
+bool k_matmul_norm_prologue_applies(const gpu_features *f, const k_matmul_args *a) {
+    if (!f || !a || !a->w || !a->w->buffer) return false;
+    if (a->kernel != K_MATMUL_AUTO && a->kernel != K_MATMUL_MATVEC &&
+        a->kernel != K_MATMUL_MATVEC_DP4A)
+        return false;
+    if (a->kernel == K_MATMUL_AUTO && k_matmul_auto_kernel(f, a->n_tokens) != K_MATMUL_MATVEC)
+        return false;
+    if (a->kernel == K_MATMUL_MATVEC_DP4A ? !k_matmul_matvec_dp4a_applies(f, a, NULL)
+                                          : k_matmul_matvec_choice(f, a) != K_MATMUL_MATVEC_DP4A)
+        return false;
+    dp_config dp;
+    return dp_configure(f, a, &dp) && norm_prologue_fits(f, a, &dp);
+}
+
+static vkllm_status norm_prologue_check(const char *op, const gpu_features *f,
+                                        const k_matmul_args *a, k_matmul_kernel kernel,
+                                        const dp_config *dp) {
+    if (kernel != K_MATMUL_MATVEC_DP4A)
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "%s: the RMSNorm prologue (norm_weight) runs in matvec_dp4a only; %u "
+                        "tokens chose kernel %d",
+                        op, a->n_tokens, (int)kernel);
+    if (!norm_prologue_fits(f, a, dp))
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "%s: the RMSNorm prologue needs cols (%u) >= 4 x the subgroups of a "
+                        "workgroup (%u invocations)",
+                        op, a->w->cols, dp->wg);
+    if (!(a->norm_eps >= 0 && a->norm_eps < 1e30f))
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: norm_eps %g must be finite and >= 0", op,
+                        (double)a->norm_eps);
+    return mm_check_binding(op, "norm_weight", f, a->norm_weight, a->w->cols);
 }
 
 vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a) {
@@ -793,10 +1161,12 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
     if (kernel < K_MATMUL_AUTO || kernel > K_MATMUL_MATVEC_DP4A)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: unknown kernel %d", op, (int)kernel);
     if (a->accumulate && kernel != K_MATMUL_MATVEC && kernel != K_MATMUL_MATVEC_BASIC &&
-        kernel != K_MATMUL_MATVEC_FAST && kernel != K_MATMUL_MATVEC_DP4A)
+        kernel != K_MATMUL_MATVEC_FAST && kernel != K_MATMUL_MATVEC_DP4A &&
+        kernel != K_MATMUL_COOPMAT)
         return vkl_fail(VKLLM_ERR_UNSUPPORTED,
-                        "%s: accumulate (Y += X W^T) is implemented by the matvec kernels only; "
-                        "%u tokens chose kernel %d (tiled or cooperative-matrix)",
+                        "%s: accumulate (Y += X W^T) is implemented by the matvec kernels and "
+                        "the cooperative-matrix kernel's split-K reduce only; %u tokens chose "
+                        "kernel %d (tiled or first-cut cooperative-matrix)",
                         op, a->n_tokens, (int)kernel);
     /* the tiled kernels index row tiles (32 or 64 rows) with gl_WorkGroupID.x */
     uint32_t max_x = f->max_workgroup_count[0] ? f->max_workgroup_count[0] : 65535;
@@ -870,7 +1240,14 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
             old = true;
         }
         if (old) kernel = K_MATMUL_COOPMAT_BASIC;
+        if (old && a->accumulate)
+            return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                            "%s: accumulate needs matmul_coopmat.comp's split-K reduce; the "
+                            "first-cut kernel (VKLLM_MATMUL=old or no shape fitting %u bytes of "
+                            "shared memory) has none",
+                            op, f->max_shared_memory);
     }
+    if (a->norm_weight.buffer) VKL_TRY(norm_prologue_check(op, f, a, kernel, &dp4a));
     switch (kernel) {
     case K_MATMUL_COOPMAT:
         return mm_run_coopmat(ctx, cmd, a, &l, &shape, emulate, x_stride, y_stride);

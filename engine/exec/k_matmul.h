@@ -42,7 +42,8 @@ typedef struct k_weight {
 } k_weight;
 
 /* Which kernel computes the product. AUTO: MATVEC for n_tokens <= 8, else COOPMAT when
- * the device has it (k_matmul_coopmat_available), else TILED. The explicit values let
+ * the device has it (k_matmul_coopmat_available) or VKLLM_MATMUL=emulate asks for its
+ * emulated build (tests; needs shaderFloat16), else TILED. The explicit values let
  * tests and benchmarks run every path on one device; MATVEC with more than 8 tokens
  * runs in chunks of 8, COOPMAT on a device without it fails with UNSUPPORTED. */
 typedef enum k_matmul_kernel {
@@ -78,15 +79,29 @@ typedef struct k_matmul_args {
     gpu_binding y;    /* f32 [n_tokens][y_stride]; written from column y_col */
     gpu_binding bias; /* f32 [rows]; bias.buffer == NULL: no bias */
     uint32_t n_tokens;
-    uint32_t x_stride;      /* floats between tokens of X; 0 means cols. Multiple of 4, >= cols */
-    uint32_t y_stride;      /* floats between tokens of Y; 0 means y_col + rows. >= y_col + rows */
-    uint32_t y_col;         /* Y column of row 0 (fused QKV: Q at 0, K at n_q, V at n_q + n_k) */
-    bool accumulate;        /* Y += X·Wᵀ (+ bias) instead of Y =: a residual joins in the
-                               epilogue. Matvec kernels only (k_matmul_accumulate_supported);
-                               Y must not overlap X */
-    k_matmul_kernel kernel; /* AUTO in the engine */
-    k_reduce_path reduce;   /* MATVEC reduction; AUTO: subgroup when the device has it */
+    uint32_t x_stride; /* floats between tokens of X; 0 means cols. Multiple of 4, >= cols */
+    uint32_t y_stride; /* floats between tokens of Y; 0 means y_col + rows. >= y_col + rows */
+    uint32_t y_col;    /* Y column of row 0 (fused QKV: Q at 0, K at n_q, V at n_q + n_k) */
+    bool accumulate;   /* Y += X·Wᵀ (+ bias) instead of Y =: a residual joins in the
+                          epilogue. Matvec kernels, and COOPMAT with a split_scratch of
+                          k_matmul_split_scratch_bytes (k_matmul_accumulate_supported);
+                          Y must not overlap X */
+    /* RMSNorm prologue (matvec_dp4a only; k_matmul_norm_prologue_applies): with
+     * norm_weight.buffer set (f32 [cols]), Y = rmsnorm(X)·Wᵀ (+ bias), rmsnorm(x) =
+     * x / sqrt(mean(x²) + norm_eps) ∘ norm_weight per token: X is the raw row, so the
+     * separate k_rms_norm dispatch goes away. Other kernels fail with UNSUPPORTED. */
+    gpu_binding norm_weight;
+    float norm_eps;
+    k_matmul_kernel kernel;     /* AUTO in the engine */
+    k_reduce_path reduce;       /* MATVEC reduction; AUTO: subgroup when the device has it */
     uint64_t max_binding_bytes; /* 0: the device limit; tests set small values to split W */
+    /* Split-K scratch of the COOPMAT kernel (buffer NULL: none): f32, aligned offset, not
+     * overlapping X, Y or bias. When a product would give too few workgroups, K is cut
+     * into S slices run as S concurrent dispatches writing partial products here, then
+     * a reduce dispatch writes Y (+ bias, += with accumulate). Needs
+     * k_matmul_split_scratch_bytes bytes; with less, fewer slices or no split.
+     * VKLLM_MATMUL_SPLITK=0 turns the split off, =N forces N slices (2..8). */
+    gpu_binding split_scratch;
 } k_matmul_args;
 
 /* Y[t][r] = Σ_c X[t][c]·W[r][c] for t < n_tokens, r < rows, with default strides
@@ -109,10 +124,19 @@ vkllm_status k_get_rows_ex(gpu_context *ctx, gpu_cmd *cmd, const k_weight *w, gp
 
 /* True when the weight kernels handle `type`. */
 bool k_matmul_type_supported(ggml_type type);
-/* True when k_matmul_ex with kernel AUTO can take accumulate = true for n_tokens (the
- * matvec kernels, n_tokens <= 8; the tiled and cooperative-matrix kernels have no
- * accumulating epilogue yet and fail with VKLLM_ERR_UNSUPPORTED). */
+/* True when k_matmul_ex with kernel AUTO can take accumulate = true for n_tokens: the
+ * matvec kernels (n_tokens <= 8), and the cooperative-matrix kernel given a split_scratch
+ * of k_matmul_split_scratch_bytes(..., accumulate = true) bytes (its split-K reduce
+ * adds Y; without the scratch it fails with VKLLM_ERR_UNSUPPORTED). The tiled kernels
+ * have no accumulating epilogue. */
 bool k_matmul_accumulate_supported(const gpu_features *features, uint32_t n_tokens);
+/* Bytes of k_matmul_args.split_scratch that k_matmul_ex (kernel AUTO, default strides)
+ * uses for W at n_tokens on this device: the split-K partial products (and, with
+ * accumulate, one slice when the product does not split); 0 when it uses none. Reads
+ * VKLLM_MATMUL and VKLLM_MATMUL_SPLITK like k_matmul_ex. A caller sizing one buffer
+ * for many products takes the maximum over them and their token counts. */
+uint64_t k_matmul_split_scratch_bytes(const gpu_features *features, const k_weight *w,
+                                      uint32_t n_tokens, bool accumulate);
 /* True when the device can run the cooperative-matrix kernel: VK_NV_cooperative_matrix
  * with a 16x8x16 fp16 x fp16 -> fp32 subgroup shape, shaderFloat16, the Vulkan memory
  * model and subgroup size 32. */
@@ -124,14 +148,19 @@ k_matmul_kernel k_matmul_auto_kernel(const gpu_features *features, uint32_t n_to
  * rounded up to 16 bytes (the shader reads whole uvec4). */
 bool k_matmul_matvec_fast_applies(const gpu_features *features, const k_matmul_args *args);
 /* True when MATVEC_DP4A can run this product: integer dot products and subgroup
- * arithmetic on the device, a Q4_0, Q8_0, Q4_K or Q6_K weight, and the quantized X of at
- * least one token fitting shared memory (1.5 * cols bytes per token); *max_tokens (may be NULL)
- * receives how many tokens one pass takes (at most 8). */
+ * arithmetic and shuffle on the device, a Q4_0, Q8_0, Q4_K or Q6_K weight, and the quantized
+ * X of at least one token fitting shared memory (1.5 bytes per column and token; rows too
+ * wide for args->n_tokens are split into column chunks, one dispatch each); *max_tokens (may
+ * be NULL) receives how many tokens one pass takes (at most 8). */
 /* The shader kernel MATVEC (and AUTO for <= 8 tokens) runs for this product on this
  * device: MATVEC_BASIC, MATVEC_FAST or MATVEC_DP4A, VKLLM_MATVEC included (tests pick
  * their error bound from it: dp4a quantizes X to int8). */
 k_matmul_kernel k_matmul_matvec_choice(const gpu_features *features, const k_matmul_args *args);
 bool k_matmul_matvec_dp4a_applies(const gpu_features *features, const k_matmul_args *args,
                                   uint32_t *max_tokens);
+/* True when k_matmul_ex can run `args` (kernel AUTO, MATVEC or MATVEC_DP4A, n_tokens as
+ * given) with the RMSNorm prologue: the kernel is MATVEC_DP4A (k_matmul_matvec_choice)
+ * and cols >= 4 x the subgroups of its workgroup (at most 32: cols >= 128 always fits). */
+bool k_matmul_norm_prologue_applies(const gpu_features *features, const k_matmul_args *args);
 
 #endif

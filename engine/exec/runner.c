@@ -39,6 +39,7 @@
 #include "exec/k_attention.h"
 #include "exec/k_matmul.h"
 #include "exec/k_ops.h"
+#include "exec/k_rope_kv.h"
 #include "exec/k_sample.h"
 
 /* A weight tensor in device memory, with the view the kernels take. */
@@ -117,7 +118,8 @@ struct exec_model {
     uint32_t max_blocks_per_seq;
 
     uint32_t n_qkv; /* floats per token of qkv */
-    gpu_buffer x, h, qkv, attn, o, gu, act, last, logits, decode_scratch;
+    gpu_buffer x, h, qkv, attn, o, gu, act, last, logits, decode_scratch, decode_counters;
+    gpu_buffer split_scratch; /* k_matmul_args.split_scratch; no handle when unused */
     gpu_buffer logits_readback, argmax_out, argmax_readback;
     /* k_topk outputs [max_seqs][K_TOPK_MAX] ids and values, [max_seqs][4] stats */
     gpu_buffer topk_ids, topk_values, topk_stats, topk_readback;
@@ -297,6 +299,23 @@ static vkllm_status scratch_buffer(exec_model *m, uint64_t bytes, gpu_memory_kin
     return VKLLM_OK;
 }
 
+/* EXEC_FUSE_* bits VKLLM_FUSE turns off (see runner.h). */
+static uint32_t fuse_off_from_env(void) {
+    const char *env = getenv("VKLLM_FUSE");
+    if (!env || !*env || !strcmp(env, "1") || !strcmp(env, "all")) return 0;
+    if (!strcmp(env, "0") || !strcmp(env, "none")) return EXEC_FUSE_ALL;
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } names[] = {{"rope_kv", EXEC_FUSE_ROPE_KV},
+                 {"attn", EXEC_FUSE_ATTN_REDUCE},
+                 {"norm", EXEC_FUSE_NORM_MATVEC}};
+    uint32_t on = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strstr(env, names[i].name)) on |= names[i].bit;
+    return EXEC_FUSE_ALL & ~on;
+}
+
 static void fill_default_options(const model_config *cfg, exec_options *o) {
     if (!o->block_size) o->block_size = 16;
     if (!o->max_tokens) o->max_tokens = 512;
@@ -310,6 +329,51 @@ static void fill_default_options(const model_config *cfg, exec_options *o) {
         o->flush_layers = env && *env ? (int32_t)strtol(env, NULL, 10) : 4;
         if (!o->flush_layers) o->flush_layers = -1;
     }
+    o->no_fusion |= fuse_off_from_env();
+}
+
+/* Bytes of the products' split-K scratch (k_matmul_args.split_scratch): the most any
+ * product of a step uses at any token count it can run with (layers: 9..max_tokens,
+ * the LM head: up to max_seqs rows), wo and ffn_down sized for accumulate (the residual
+ * joins in the reduce). 0 where the kernel never uses one (no cooperative matrices,
+ * VKLLM_MATMUL_SPLITK=0 and no accumulate). Layers repeat shapes: each distinct
+ * (shape, type, accumulate) is sized once. */
+static uint64_t split_scratch_bytes(const exec_model *m) {
+    const gpu_features *f = gpu_context_features(m->ctx);
+    const model_config *c = &m->cfg;
+    struct sized {
+        k_weight w;
+        bool acc;
+        uint32_t max_tokens;
+    } seen[32];
+    uint32_t n_seen = 0;
+    uint64_t most = 0;
+    for (uint32_t li = 0; li <= c->n_layer; li++) {
+        const exec_layer *l = li < c->n_layer ? &m->layers[li] : NULL;
+        const exec_tensor *ws[] = {
+            l ? &l->wqkv : lm_head(m), l ? &l->wq : NULL,     l ? &l->wk : NULL,
+            l ? &l->wv : NULL,         l ? &l->wo : NULL,     l ? &l->ffn_gate_up : NULL,
+            l ? &l->ffn_gate : NULL,   l ? &l->ffn_up : NULL, l ? &l->ffn_down : NULL};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            if (!ws[i] || !ws[i]->present) continue;
+            const k_weight *w = &ws[i]->weight;
+            bool acc = l && (ws[i] == &l->wo || ws[i] == &l->ffn_down);
+            uint32_t max_tokens = l ? m->options.max_tokens : m->options.max_seqs;
+            bool known = false;
+            for (uint32_t j = 0; j < n_seen && !known; j++)
+                known = seen[j].w.rows == w->rows && seen[j].w.cols == w->cols &&
+                        seen[j].w.type == w->type && seen[j].acc == acc &&
+                        seen[j].max_tokens == max_tokens;
+            if (known) continue;
+            if (n_seen < sizeof seen / sizeof seen[0])
+                seen[n_seen++] = (struct sized){*w, acc, max_tokens};
+            for (uint32_t n = 1; n <= max_tokens; n++) {
+                uint64_t bytes = k_matmul_split_scratch_bytes(f, w, n, acc);
+                if (bytes > most) most = bytes;
+            }
+        }
+    }
+    return most;
 }
 
 static vkllm_status create_scratch(exec_model *m) {
@@ -337,7 +401,16 @@ static vkllm_status create_scratch(exec_model *m) {
     uint64_t decode_scratch = k_attn_decode_scratch_bytes_max(
         &m->kv, &p, m->options.max_seqs, m->options.max_context, m->options.partition_size);
     VKL_TRY(scratch_buffer(m, decode_scratch, GPU_MEMORY_DEVICE, &m->decode_scratch));
-    return VKLLM_OK;
+    uint64_t split_bytes = split_scratch_bytes(m);
+    if (split_bytes) VKL_TRY(scratch_buffer(m, split_bytes, GPU_MEMORY_DEVICE, &m->split_scratch));
+    /* The fused decode merge's counters start at 0; every decode leaves them 0. */
+    uint64_t counter_bytes = k_attn_decode_counter_bytes(&p, m->options.max_seqs);
+    VKL_TRY(scratch_buffer(m, counter_bytes, GPU_MEMORY_DEVICE, &m->decode_counters));
+    void *zeros = calloc(1, counter_bytes);
+    if (!zeros) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "decode counters");
+    vkllm_status s = gpu_upload(m->ctx, &m->decode_counters, 0, zeros, counter_bytes);
+    free(zeros);
+    return s;
 }
 
 static vkllm_status create_kv_cache(exec_model *m) {
@@ -479,6 +552,8 @@ void exec_model_destroy(exec_model *m) {
                              &m->last,
                              &m->logits,
                              &m->decode_scratch,
+                             &m->split_scratch,
+                             &m->decode_counters,
                              &m->logits_readback,
                              &m->argmax_out,
                              &m->argmax_readback,
@@ -607,8 +682,10 @@ static vkllm_status upload_inputs(exec_model *m, const exec_step_plan *plan, ste
     return VKLLM_OK;
 }
 
+/* Attention of the step's tokens; the KV write first unless the fused RoPE + KV write
+ * (k_rope_kv_write) already stored this layer's K/V (kv_written). */
 static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
-                                     const step_inputs *in, uint32_t n_tokens) {
+                                     const step_inputs *in, uint32_t n_tokens, bool kv_written) {
     const model_config *c = &m->cfg;
     exec_layer *l = &m->layers[il];
     k_attn_params p = {.n_head = c->n_head,
@@ -625,7 +702,7 @@ static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
                               .slots = in->slots,
                               .k_cache = bind(&l->k_cache),
                               .v_cache = bind(&l->v_cache)};
-    VKL_TRY(k_attn_kv_write(m->ctx, cmd, &m->kv, &w));
+    if (!kv_written) VKL_TRY(k_attn_kv_write(m->ctx, cmd, &m->kv, &w));
     uint64_t q_row = (uint64_t)m->n_qkv * 4, out_row = (uint64_t)c->n_head * c->head_dim_v * 4;
     if (in->n_decode) {
         k_attn_decode_args d = {.n_seqs = in->n_decode,
@@ -640,6 +717,7 @@ static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
                                 .v_cache = bind(&l->v_cache),
                                 .out = bind_rows(&m->attn, out_row, 0, in->n_decode),
                                 .scratch = bind(&m->decode_scratch)};
+        if (!(m->options.no_fusion & EXEC_FUSE_ATTN_REDUCE)) d.counters = bind(&m->decode_counters);
         VKL_TRY(k_attn_decode(m->ctx, cmd, &m->kv, &p, &d));
     }
     if (in->n_prefill) {
@@ -665,10 +743,10 @@ static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
  * column `col` of token 0 and ends at the last element written, so products into
  * disjoint columns of one buffer for one token (decode) have disjoint ranges and the
  * automatic barrier tracking lets them run together. */
-static vkllm_status matmul_cols(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
-                                const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
-                                uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
-                                bool accumulate) {
+static vkllm_status matmul_cols_norm(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
+                                     const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
+                                     uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
+                                     bool accumulate, const exec_tensor *norm) {
     uint64_t align = gpu_context_features(m->ctx)->min_storage_offset_alignment;
     if (align < 4) align = 4;
     uint32_t rows = w->weight.rows;
@@ -682,8 +760,41 @@ static vkllm_status matmul_cols(exec_model *m, gpu_cmd *cmd, const exec_tensor *
                        .y_col = (uint32_t)((first - start) / 4),
                        .n_tokens = n_tokens,
                        .accumulate = accumulate,
-                       .bias = bias && bias->present ? bind(&bias->buffer) : (gpu_binding){0}};
+                       .bias = bias && bias->present ? bind(&bias->buffer) : (gpu_binding){0},
+                       .split_scratch =
+                           m->split_scratch.handle ? bind(&m->split_scratch) : (gpu_binding){0}};
+    if (norm) {
+        a.norm_weight = bind(&norm->buffer);
+        a.norm_eps = m->cfg.rms_eps;
+    }
     return k_matmul_ex(m->ctx, cmd, &a);
+}
+
+/* matmul_cols_norm without the RMSNorm prologue. */
+static vkllm_status matmul_cols(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
+                                const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
+                                uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
+                                bool accumulate) {
+    return matmul_cols_norm(m, cmd, w, x, y, y_stride, col, bias, n_tokens, accumulate, NULL);
+}
+
+/* True when the RMSNorm before the products `ws` (the present ones) folds into them
+ * (k_matmul_args.norm_weight): every one runs matvec_dp4a for n_tokens, i.e. decode on
+ * devices with accelerated int8 dot products, and the fusion is not turned off. */
+static bool norm_folds(const exec_model *m, const exec_tensor *const *ws, size_t n,
+                       const exec_tensor *norm, uint32_t n_tokens) {
+    if (m->options.no_fusion & EXEC_FUSE_NORM_MATVEC) return false;
+    const gpu_features *f = gpu_context_features(m->ctx);
+    for (size_t i = 0; i < n; i++) {
+        if (!ws[i]->present) continue;
+        k_matmul_args a = {.w = &ws[i]->weight,
+                           .x = bind(&m->x),
+                           .n_tokens = n_tokens,
+                           .norm_weight = bind(&norm->buffer),
+                           .norm_eps = m->cfg.rms_eps};
+        if (!k_matmul_norm_prologue_applies(f, &a)) return false;
+    }
+    return true;
 }
 
 static vkllm_status matmul(exec_model *m, gpu_cmd *cmd, const exec_tensor *w, const gpu_buffer *x,
@@ -699,7 +810,9 @@ static vkllm_status project_to_residual(exec_model *m, gpu_cmd *cmd, const exec_
                                         uint32_t n_tokens) {
     const model_config *c = &m->cfg;
     const gpu_features *f = gpu_context_features(m->ctx);
-    if (!norm->present && k_matmul_accumulate_supported(f, n_tokens))
+    /* the cooperative-matrix kernel accumulates in its split-K reduce, given the scratch */
+    if (!norm->present && k_matmul_accumulate_supported(f, n_tokens) &&
+        k_matmul_split_scratch_bytes(f, &w->weight, n_tokens, true) <= m->split_scratch.size)
         return matmul_cols(m, cmd, w, src, &m->x, 0, 0, NULL, n_tokens, true);
     VKL_TRY(matmul(m, cmd, w, src, &m->o, NULL, n_tokens));
     uint64_t bytes = (uint64_t)n_tokens * c->n_embd * 4;
@@ -712,14 +825,30 @@ static vkllm_status project_to_residual(exec_model *m, gpu_cmd *cmd, const exec_
 }
 
 /* qkv = h · [wq|wk|wv]ᵀ (+ biases), one product when stacked, else one per part into
- * its columns. */
-static vkllm_status record_qkv(exec_model *m, gpu_cmd *cmd, const exec_layer *l, uint32_t T) {
+ * its columns. With `norm` (folded attn_norm) the products read x and normalize it. */
+static vkllm_status record_qkv(exec_model *m, gpu_cmd *cmd, const exec_layer *l, uint32_t T,
+                               const exec_tensor *norm) {
     const model_config *c = &m->cfg;
-    if (l->wqkv.present) return matmul(m, cmd, &l->wqkv, &m->h, &m->qkv, &l->bqkv, T);
-    VKL_TRY(matmul_cols(m, cmd, &l->wq, &m->h, &m->qkv, m->n_qkv, 0, &l->bq, T, false));
-    VKL_TRY(matmul_cols(m, cmd, &l->wk, &m->h, &m->qkv, m->n_qkv, c->n_embd_q, &l->bk, T, false));
-    return matmul_cols(m, cmd, &l->wv, &m->h, &m->qkv, m->n_qkv, c->n_embd_q + c->n_embd_k, &l->bv,
-                       T, false);
+    const gpu_buffer *in = norm ? &m->x : &m->h;
+    uint32_t s = m->n_qkv, k0 = c->n_embd_q, v0 = c->n_embd_q + c->n_embd_k;
+    if (l->wqkv.present)
+        return matmul_cols_norm(m, cmd, &l->wqkv, in, &m->qkv, 0, 0, &l->bqkv, T, false, norm);
+    VKL_TRY(matmul_cols_norm(m, cmd, &l->wq, in, &m->qkv, s, 0, &l->bq, T, false, norm));
+    VKL_TRY(matmul_cols_norm(m, cmd, &l->wk, in, &m->qkv, s, k0, &l->bk, T, false, norm));
+    return matmul_cols_norm(m, cmd, &l->wv, in, &m->qkv, s, v0, &l->bv, T, false, norm);
+}
+
+/* gu = h · [gate|up]ᵀ, stacked or into the columns of each half; `norm` as above. */
+static vkllm_status record_gate_up(exec_model *m, gpu_cmd *cmd, const exec_layer *l, uint32_t T,
+                                   const exec_tensor *norm) {
+    const model_config *c = &m->cfg;
+    const gpu_buffer *in = norm ? &m->x : &m->h;
+    if (l->ffn_gate_up.present)
+        return matmul_cols_norm(m, cmd, &l->ffn_gate_up, in, &m->gu, 0, 0, NULL, T, false, norm);
+    VKL_TRY(
+        matmul_cols_norm(m, cmd, &l->ffn_gate, in, &m->gu, 2 * c->n_ff, 0, NULL, T, false, norm));
+    return matmul_cols_norm(m, cmd, &l->ffn_up, in, &m->gu, 2 * c->n_ff, c->n_ff, NULL, T, false,
+                            norm);
 }
 
 static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const step_inputs *in,
@@ -727,9 +856,13 @@ static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const
     const model_config *c = &m->cfg;
     exec_layer *l = &m->layers[il];
     gpu_context *ctx = m->ctx;
-    VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->attn_norm.buffer), bind(&m->h), T, c->n_embd,
-                       c->rms_eps));
-    VKL_TRY(record_qkv(m, cmd, l, T));
+    /* attn_norm folds into the QKV products where they all run matvec_dp4a. */
+    const exec_tensor *qkv_parts[4] = {&l->wqkv, &l->wq, &l->wk, &l->wv};
+    bool fold = norm_folds(m, qkv_parts, 4, &l->attn_norm, T);
+    if (!fold)
+        VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->attn_norm.buffer), bind(&m->h), T,
+                           c->n_embd, c->rms_eps));
+    VKL_TRY(record_qkv(m, cmd, l, T, fold ? &l->attn_norm : NULL));
     /* Q and K heads are adjacent in each qkv row: one norm and one RoPE for both. */
     uint32_t qk_heads = c->n_head + c->n_head_kv;
     if (c->has_qk_norm) {
@@ -745,33 +878,53 @@ static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const
                              .eps = c->rms_eps};
         VKL_TRY(k_rms_norm_ex(ctx, cmd, &a));
     }
-    k_rope_args r = {.x = bind(&m->qkv),
-                     .positions = in->positions,
-                     .freq_factors =
-                         m->rope_freqs.present ? bind(&m->rope_freqs.buffer) : (gpu_binding){0},
-                     .out = bind(&m->qkv),
-                     .n_tokens = T,
-                     .n_heads = qk_heads,
-                     .head_dim = c->head_dim,
-                     .n_rot = c->n_rot,
-                     .x_stride = m->n_qkv,
-                     .out_stride = m->n_qkv,
-                     .freq_base = model_rope_base(c, il),
-                     .freq_scale = model_rope_scale(c, il),
-                     .mode = c->rope_neox ? K_ROPE_NEOX : K_ROPE_NORM};
-    VKL_TRY(k_rope_ex(ctx, cmd, &r));
-    VKL_TRY(record_attention(m, cmd, il, in, T));
+    gpu_binding freq_factors =
+        m->rope_freqs.present ? bind(&m->rope_freqs.buffer) : (gpu_binding){0};
+    k_rope_mode mode = c->rope_neox ? K_ROPE_NEOX : K_ROPE_NORM;
+    /* RoPE of Q and K and the K/V cache write in one dispatch (the qkv row holds Q, K,
+     * V heads of one head_dim, checked at create), else RoPE here and kv_write in
+     * record_attention. */
+    bool fuse_rope_kv = !(m->options.no_fusion & EXEC_FUSE_ROPE_KV);
+    if (fuse_rope_kv) {
+        k_rope_kv_args r = {.qkv = bind(&m->qkv),
+                            .n_tokens = T,
+                            .n_head = c->n_head,
+                            .x_stride = m->n_qkv,
+                            .positions = in->positions,
+                            .freq_factors = freq_factors,
+                            .slots = in->slots,
+                            .k_cache = bind(&l->k_cache),
+                            .v_cache = bind(&l->v_cache),
+                            .n_rot = c->n_rot,
+                            .freq_base = model_rope_base(c, il),
+                            .freq_scale = model_rope_scale(c, il),
+                            .mode = mode};
+        VKL_TRY(k_rope_kv_write(ctx, cmd, &m->kv, &r));
+    } else {
+        k_rope_args r = {.x = bind(&m->qkv),
+                         .positions = in->positions,
+                         .freq_factors = freq_factors,
+                         .out = bind(&m->qkv),
+                         .n_tokens = T,
+                         .n_heads = qk_heads,
+                         .head_dim = c->head_dim,
+                         .n_rot = c->n_rot,
+                         .x_stride = m->n_qkv,
+                         .out_stride = m->n_qkv,
+                         .freq_base = model_rope_base(c, il),
+                         .freq_scale = model_rope_scale(c, il),
+                         .mode = mode};
+        VKL_TRY(k_rope_ex(ctx, cmd, &r));
+    }
+    VKL_TRY(record_attention(m, cmd, il, in, T, fuse_rope_kv));
     VKL_TRY(project_to_residual(m, cmd, &l->wo, &m->attn, &l->post_attn_norm, T));
 
-    VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->ffn_norm.buffer), bind(&m->h), T, c->n_embd,
-                       c->rms_eps));
-    if (l->ffn_gate_up.present) {
-        VKL_TRY(matmul(m, cmd, &l->ffn_gate_up, &m->h, &m->gu, NULL, T));
-    } else {
-        VKL_TRY(matmul_cols(m, cmd, &l->ffn_gate, &m->h, &m->gu, 2 * c->n_ff, 0, NULL, T, false));
-        VKL_TRY(
-            matmul_cols(m, cmd, &l->ffn_up, &m->h, &m->gu, 2 * c->n_ff, c->n_ff, NULL, T, false));
-    }
+    const exec_tensor *ffn_parts[3] = {&l->ffn_gate_up, &l->ffn_gate, &l->ffn_up};
+    fold = norm_folds(m, ffn_parts, 3, &l->ffn_norm, T);
+    if (!fold)
+        VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->ffn_norm.buffer), bind(&m->h), T,
+                           c->n_embd, c->rms_eps));
+    VKL_TRY(record_gate_up(m, cmd, l, T, fold ? &l->ffn_norm : NULL));
     k_glu_kind glu = c->act == MODEL_ACT_GELU_TANH ? K_GLU_GELU_TANH : K_GLU_SILU;
     VKL_TRY(k_glu_fused(ctx, cmd, glu, bind(&m->gu), bind(&m->act), T, c->n_ff));
     VKL_TRY(project_to_residual(m, cmd, &l->ffn_down, &m->act, &l->post_ffw_norm, T));

@@ -39,7 +39,19 @@ typedef struct exec_options {
                                  every this many layers, so the GPU runs while the host
                                  records the rest (0: default 4, or VKLLM_FLUSH_LAYERS;
                                  negative: one submission per step) */
+    uint32_t no_fusion;       /* EXEC_FUSE_* bits of the dispatch fusions to turn off (tests,
+                                 A/B timing); the environment adds to it, see exec_fuse */
 } exec_options;
+
+/* Dispatch fusions of the layer (docs/notes-fusion.md), each on by default. The variable
+ * VKLLM_FUSE turns them off for A/B runs: "0" (or "none") all of them, otherwise a comma
+ * list of the ones kept on ("rope_kv,attn"; "1" or "all": every one). */
+typedef enum exec_fuse {
+    EXEC_FUSE_ROPE_KV = 1u << 0,     /* RoPE + KV-cache write: k_rope_kv_write */
+    EXEC_FUSE_ATTN_REDUCE = 1u << 1, /* decode partitions merged by the decode dispatch */
+    EXEC_FUSE_NORM_MATVEC = 1u << 2, /* RMSNorm as the prologue of matvec_dp4a */
+    EXEC_FUSE_ALL = (1u << 3) - 1u,
+} exec_fuse;
 
 typedef struct exec_model exec_model;
 

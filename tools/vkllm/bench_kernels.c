@@ -298,9 +298,11 @@ static int32_t *att_tables(uint32_t copies, uint32_t n_seqs, uint32_t per_seq,
 }
 
 /* prefill_chunk 0: decode of n_seqs sequences at context ctx; else one prefill chunk of
- * prefill_chunk tokens ending at context ctx, for each of n_seqs sequences. */
-static void bench_attention_one(kb_ctx *k, uint32_t n_seqs, uint32_t ctx, uint32_t prefill_chunk) {
-    const char *what = prefill_chunk ? "prefill" : "decode";
+ * prefill_chunk tokens ending at context ctx, for each of n_seqs sequences. `label` names
+ * the row's kernel (NULL: "prefill" or "decode"). */
+static void bench_attention_one(kb_ctx *k, uint32_t n_seqs, uint32_t ctx, uint32_t prefill_chunk,
+                                const char *label) {
+    const char *what = label ? label : prefill_chunk ? "prefill" : "decode";
     uint32_t per_seq = (ctx + ATT_BLOCK - 1) / ATT_BLOCK;
     uint64_t kv_copy_bytes = (uint64_t)n_seqs * per_seq * ATT_BLOCK * ATT_KV_HEADS * ATT_DIM * 2;
     uint32_t copies = rotate_copies(2 * kv_copy_bytes);
@@ -421,6 +423,30 @@ static void bench_attention_one(kb_ctx *k, uint32_t n_seqs, uint32_t ctx, uint32
         gpu_buffer_destroy(k->gpu, bufs[i]);
     free(tables);
     free(meta);
+}
+
+/* Prefill rows: with `both`, the portable attn_prefill ("prefill", VKLLM_ATTN_PREFILL=old)
+ * and, where the device runs it, the tensor-core attn_prefill_cm ("prefill_cm"), in one
+ * run so the two are timed side by side. Without `both` (--small: the smoke test's fixed
+ * row count) or with an explicit VKLLM_ATTN_PREFILL, one row ("prefill") of the kernel
+ * k_attn_prefill chooses. */
+static void bench_attention_prefill(kb_ctx *k, uint32_t chunk, bool both) {
+    if (!both || getenv("VKLLM_ATTN_PREFILL")) {
+        bench_attention_one(k, 1, chunk, chunk, "prefill");
+        return;
+    }
+    k_attn_kv_layout kv = {
+        .num_blocks = 1, .block_size = ATT_BLOCK, .n_head_kv = ATT_KV_HEADS, .head_dim = ATT_DIM};
+    k_attn_prefill_kernel auto_kernel = K_ATTN_PREFILL_PORTABLE;
+    if (k_attn_prefill_choose(k->f, &kv, &auto_kernel) != VKLLM_OK)
+        auto_kernel = K_ATTN_PREFILL_PORTABLE;
+    setenv("VKLLM_ATTN_PREFILL", "old", 1);
+    bench_attention_one(k, 1, chunk, chunk, "prefill");
+    if (auto_kernel == K_ATTN_PREFILL_COOPMAT) {
+        setenv("VKLLM_ATTN_PREFILL", "cm", 1);
+        bench_attention_one(k, 1, chunk, chunk, "prefill_cm");
+    }
+    unsetenv("VKLLM_ATTN_PREFILL");
 }
 
 /* ---------------------------------------------------------------- command */
@@ -567,9 +593,8 @@ int bench_kernels(int argc, char **argv) {
         bench_json_array(&json, "attention");
         for (size_t b = 0; b < 2; b++)
             for (size_t c = 0; c < n_ctx; c++)
-                bench_attention_one(&k, ss[b], ctxs[c], 0);
-        uint32_t chunk = small ? 48 : 512;
-        bench_attention_one(&k, 1, chunk, chunk);
+                bench_attention_one(&k, ss[b], ctxs[c], 0, NULL);
+        bench_attention_prefill(&k, small ? 48 : 512, !small);
         bench_json_end_array(&json);
     }
     bench_json_int(&json, "failures", k.failures);
