@@ -557,7 +557,7 @@ vkllm_status k_attn_prefill(gpu_context *ctx, gpu_cmd *cmd, const k_attn_kv_layo
                                    .spec_constants = {kv->head_dim, br, bc}};
         rows_per_group = br;
     } else {
-        pcm_tile t;
+        pcm_tile t = {0};
         VKL_TRY(pcm_tile_for(f, kv->head_dim, &t));
         bool emulate = kernel == K_ATTN_PREFILL_EMULATE;
         desc = (gpu_pipeline_desc){.shader = emulate ? "attn_prefill_cm_emu" : "attn_prefill_cm",
