@@ -12,7 +12,7 @@
  *   - Y against the same product without split (VKLLM_MATMUL_SPLITK=0): relative L2
  *     <= 1e-5 (the same fp16 inputs, only the f32 summation order differs);
  *   - how many slices were written (the scratch's slices hold finite partials) against
- *     the forced count, or >= 2 for the automatic choice on a product of few tiles;
+ *     the forced count, or none for the automatic choice (1 with accumulate);
  *   - exactly one barrier recorded for the whole product (the slices run together, the
  *     reduce waits for them);
  *   - elements of Y outside the view still hold the poison.
@@ -92,7 +92,7 @@ typedef struct sk_case {
     uint32_t x_stride, y_stride, y_col; /* 0: defaults */
     bool bias, accumulate;
     const char *splitk;       /* VKLLM_MATMUL_SPLITK; NULL: unset (automatic) */
-    uint32_t expect_slices;   /* 0: >= 2 (automatic choice on few tiles) */
+    uint32_t expect_slices;   /* with splitk set (automatic: none, 1 with accumulate) */
     uint64_t scratch_divisor; /* > 1: scratch of needed / divisor bytes (fewer slices) */
     uint64_t max_binding_bytes;
     uint64_t seed;
@@ -249,13 +249,11 @@ static void run_case(const sk_case *c) {
               bad / (long)rows, bad % (long)rows);
     double err = test_rel_error(split, ref, (size_t)nt * rows);
     cr_assert(err <= REF_BOUND, "%s: relative error %.3g > %.3g", label, err, REF_BOUND);
-    if (c->expect_slices)
-        cr_assert(rs.slices == c->expect_slices, "%s: %u slices written, expected %u", label,
-                  rs.slices, c->expect_slices);
-    else
-        cr_assert(rs.slices >= 2, "%s: %u slices written: the automatic choice did not split",
-                  label, rs.slices);
-    if (!c->max_binding_bytes)
+    /* automatic: no split (measured a loss on the H100), so what SPLITK=0 writes */
+    uint32_t want_slices = c->splitk ? c->expect_slices : (c->accumulate ? 1u : 0u);
+    cr_assert(rs.slices == want_slices, "%s: %u slices written, expected %u", label, rs.slices,
+              want_slices);
+    if (!c->max_binding_bytes && rs.slices)
         cr_assert(rs.barriers == 1,
                   "%s: %u barriers recorded: the %u slices must run together, then one "
                   "barrier before the reduce",
@@ -316,9 +314,10 @@ Test(k_matmul_splitk, forced_slices_every_type) {
         }
 }
 
-/* The automatic choice: products of few tiles and long K split by itself (>= 2 slices),
- * at decode sizes and at 512 tokens (the prefill shapes). */
-Test(k_matmul_splitk, automatic_choice_decode_and_prefill) {
+/* The automatic choice does not split, even products of few tiles and long K (the case
+ * split-K was meant for, measured slower split on the H100), at decode sizes and at 512
+ * tokens (the prefill shapes). */
+Test(k_matmul_splitk, automatic_choice_does_not_split) {
     need_fp16();
     sk_case cases[] = {
         {.type = GGML_TYPE_Q4_K, .rows = 67, .cols = 3840, .n_tokens = 64, .seed = 200},

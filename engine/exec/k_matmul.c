@@ -873,18 +873,17 @@ static bool cm_configure(const gpu_features *f, uint32_t rows, uint32_t n_tokens
  * automatic barriers let them run concurrently; split_k_reduce.comp then writes
  * Y = (accumulate ? Y : 0) + Σ_s partial_s + bias (one barrier). With accumulate and no
  * split, the product runs as one slice through the reduce (its += epilogue).
- * Automatic S: none from CM_SPLIT_ENOUGH_TILES tiles on; else the smallest of 2, 4, 8
- * giving >= CM_SPLIT_TARGET_TILES workgroups, halved while slices would be shorter than
- * CM_SPLIT_MIN_COLS. Slices are multiples of the K step (16*KSUB*SG_K) and the block
- * (256 for K-quants) where that keeps S slices, else of the block; the last is shorter.
- * VKLLM_MATMUL_SPLITK (A/B timing, tests): 0 (or 1) = no split, N = 2..8 slices for every
- * product where K has that many blocks, unset/auto = the rule above. A scratch too small
- * for the chosen S halves S (no split below 2). */
+ * Automatic S: 1 (no split). Splitting the products that give few workgroups (S so that
+ * tiles * S >= 384) was measured on the H100 as a loss at 64 and at 512 tokens (wo and
+ * ffn_down 11.4 -> 13.0 ms per 64-token step, 36.5 -> 39.7 ms per 512-token prefill,
+ * plus the reduces; docs/perf-notes.md, "split-K"): this kernel is not starved of
+ * workgroups. Slices are multiples of the K step (16*KSUB*SG_K) and the block (256 for
+ * K-quants) where that keeps S slices, else of the block; the last is shorter.
+ * VKLLM_MATMUL_SPLITK (A/B timing, tests): 0 (or 1, unset, auto) = no split, N = 2..8
+ * slices for every product where K has that many blocks. A scratch too small for the
+ * chosen S halves S (no split below 2). */
 
 #define CM_SPLIT_MAX 8
-#define CM_SPLIT_ENOUGH_TILES (2 * CM_MIN_TILES) /* no split from here on */
-#define CM_SPLIT_TARGET_TILES (3 * CM_MIN_TILES) /* S grows until tiles * S reaches this */
-#define CM_SPLIT_MIN_COLS 512                    /* shortest automatic slice */
 #define CM_REDUCE_WG 256
 #define CM_REDUCE_MAX_GROUPS 8192 /* grid-stride loop beyond */
 
@@ -900,10 +899,11 @@ typedef struct cm_split {
     uint64_t bytes;        /* scratch bytes used */
 } cm_split;
 
-/* VKLLM_MATMUL_SPLITK: -1 automatic (unset, empty, "auto"), 0 off, else slices (<= 8). */
+/* VKLLM_MATMUL_SPLITK: 0 off (unset, empty, "auto": the automatic choice is no split),
+ * else slices (<= 8). */
 static int cm_split_env(void) {
     const char *env = getenv("VKLLM_MATMUL_SPLITK");
-    if (!env || !*env || !strcasecmp(env, "auto")) return -1;
+    if (!env || !*env || !strcasecmp(env, "auto")) return 0;
     long v = strtol(env, NULL, 10);
     if (v <= 1) return 0;
     return v > CM_SPLIT_MAX ? CM_SPLIT_MAX : (int)v;
@@ -943,20 +943,7 @@ static void cm_plan_split(const gpu_features *f, const k_weight *w, uint32_t n_t
     if (block < 8) block = 8; /* F32/F16: groups of 8 */
     uint32_t bk = 16 * s->ksub * s->sg_k;
     uint32_t step = block / cm_gcd(block, bk) * bk;
-    int env = cm_split_env();
-    uint32_t want = 1;
-    if (env > 0) {
-        want = (uint32_t)env;
-    } else if (env < 0) {
-        uint64_t tiles = cm_tiles(*s, w->rows, n_tokens);
-        if (tiles < CM_SPLIT_ENOUGH_TILES) {
-            want = 2;
-            while (want < CM_SPLIT_MAX && tiles * want < CM_SPLIT_TARGET_TILES)
-                want *= 2;
-        }
-        while (want > 1 && (uint64_t)want * CM_SPLIT_MIN_COLS > w->cols)
-            want /= 2;
-    }
+    uint32_t want = (uint32_t)cm_split_env(); /* 0: no split */
     if (want > w->cols / block) want = w->cols / block;
     for (; want >= 2; want /= 2) {
         uint32_t len = cm_slice_cols(w->cols, want, block, step);
