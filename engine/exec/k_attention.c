@@ -238,15 +238,24 @@ static uint32_t decode_keys(const k_attn_params *p, uint32_t max_context_len) {
     return (p->window > 0 && max_context_len > p->window) ? p->window : max_context_len;
 }
 
+/* The automatic partition size stops halving here. VKLLM_ATTN_PARTITION_MIN (a power of
+ * two, 16..512) overrides K_ATTN_PARTITION_MIN for A/B timing; any such value keeps the
+ * scratch bound of k_attn_decode_scratch_bytes_max (it depends on the target only). */
+static uint32_t partition_min(void) {
+    const char *env = getenv("VKLLM_ATTN_PARTITION_MIN");
+    long v = env ? strtol(env, NULL, 10) : 0;
+    if (v >= 16 && v <= (long)K_ATTN_PARTITION_DEFAULT && (v & (v - 1)) == 0) return (uint32_t)v;
+    return K_ATTN_PARTITION_MIN;
+}
+
 uint32_t k_attn_decode_partition_size(const k_attn_kv_layout *kv, const k_attn_params *p,
                                       uint32_t n_seqs, uint32_t max_context_len,
                                       uint32_t requested) {
     if (requested) return requested;
     uint32_t keys = decode_keys(p, max_context_len);
     uint64_t columns = (uint64_t)n_seqs * kv->n_head_kv * decode_choose(kv, p).n_chunks;
-    uint32_t size = K_ATTN_PARTITION_DEFAULT;
-    while (size > K_ATTN_PARTITION_MIN &&
-           columns * div_up(keys, size) < K_ATTN_DECODE_TARGET_GROUPS)
+    uint32_t size = K_ATTN_PARTITION_DEFAULT, min_size = partition_min();
+    while (size > min_size && columns * div_up(keys, size) < K_ATTN_DECODE_TARGET_GROUPS)
         size /= 2u;
     return size;
 }
