@@ -247,12 +247,13 @@ Test(k_attention, decode_ragged_single_partition, .fini = test_gpu_check_validat
 }
 
 Test(k_attention, decode_automatic_partition_size, .fini = test_gpu_check_validation) {
-    /* 12 (sequence, KV head) columns: the automatic size drops to 64 (4 partitions). */
+    /* 12 (sequence, KV head) columns: the automatic size drops to its floor
+     * K_ATTN_PARTITION_MIN = 32 (8 partitions). */
     static const uint32_t ctx[] = {1, 17, 100, 16, 250, 33};
     k_attn_kv_layout kv = {.num_blocks = 64, .block_size = 16, .n_head_kv = 2, .head_dim = 128};
     k_attn_params p = {.n_head = 2, .scale = 1.0f};
-    cr_assert_eq(k_attn_decode_partition_size(&kv, &p, 6, 250, 0), 64u);
-    cr_assert_eq(k_attn_decode_partitions(&kv, &p, 6, 250, 0), 4u);
+    cr_assert_eq(k_attn_decode_partition_size(&kv, &p, 6, 250, 0), K_ATTN_PARTITION_MIN);
+    cr_assert_eq(k_attn_decode_partitions(&kv, &p, 6, 250, 0), 8u);
     cr_assert_eq(k_attn_decode_partition_size(&kv, &p, 200, 4000, 0), 512u);
     run_decode(&(decode_case){.seed = 102,
                               .head_dim = 128,

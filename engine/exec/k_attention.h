@@ -76,7 +76,9 @@
 
 /* Decode partition size bounds (tokens) of the automatic choice (partition_size 0). */
 #define K_ATTN_PARTITION_DEFAULT 512u
-#define K_ATTN_PARTITION_MIN 64u
+/* 32 = 4 subgroups x 8 keys, one step each: measured on the H100 (Llama-3-8B tg128,
+ * contexts 1-128) attention 621 -> 527 µs per token against 64 (docs/perf-notes.md). */
+#define K_ATTN_PARTITION_MIN 32u
 /* Workgroups the automatic partition size aims for (about two per SM on an H100 with 132
  * SMs, so that even one sequence keeps every SM streaming K/V). */
 #define K_ATTN_DECODE_TARGET_GROUPS 256u

@@ -506,10 +506,16 @@ static vkllm_status mv_run_fast(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
  * too few rows for DP_MIN_GROUPS row groups (K/V projections: 1); 2 units per lane in
  * flight for 4-bit weights at 1 token (bytes in flight), else 1 (registers: a Q8_0 unit
  * holds 12 loaded words, Q6_K 19, Q4_0/Q4_K 8; Q8_0's 34 bytes per unit are enough in
- * flight). Loop 1 (first
+ * flight). From DP_MANY_TOKENS tokens on: DP_MANY_TOKENS_ROWS rows per subgroup and the
+ * full DP_SUBGROUPS for every weight (each X word read from shared memory then serves 4
+ * rows: at 8 tokens shared-memory reads, not W, bound the kernel; H100, 8 tokens, Q4_0:
+ * q/o 36.6 -> 22.8 µs, k/v 27.8 -> 20.0, gate/up 85.1 -> 61.9, down 133.5 -> 88.6; at 4
+ * tokens it lost on 3 of 4 shapes; docs/perf-notes.md, "third speed pass"). Loop 1 (first
  * version): 1 row per subgroup, measured best on the H100 (docs/perf-notes.md, "outcomes
  * of the second speed pass"). */
 #define DP_ROWS 2
+#define DP_MANY_TOKENS 6
+#define DP_MANY_TOKENS_ROWS 4
 #define DP_V1_ROWS 1
 #define DP_MIN_GROUPS 256
 #define DP_SUBGROUPS 8
@@ -543,7 +549,9 @@ static bool dp_configure(const gpu_features *f, const k_matmul_args *a, dp_confi
         return false;
     const char *loop_env = getenv("VKLLM_MATVEC_DP4A_LOOP");
     uint32_t loop = loop_env && !strcmp(loop_env, "1") ? 1 : 2;
-    uint32_t rows = loop == 1 ? DP_V1_ROWS : DP_ROWS, sgs = DP_SUBGROUPS, max_wg = DP_MAX_WG;
+    bool many_tokens = loop == 2 && a->n_tokens >= DP_MANY_TOKENS;
+    uint32_t rows = loop == 1 ? DP_V1_ROWS : many_tokens ? DP_MANY_TOKENS_ROWS : DP_ROWS;
+    uint32_t sgs = DP_SUBGROUPS, max_wg = DP_MAX_WG;
     uint32_t units =
         a->n_tokens <= 1 && (w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q4_K) ? 2 : 1;
     const char *tune = getenv("VKLLM_MATVEC_DP4A_TUNE");
@@ -556,7 +564,7 @@ static bool dp_configure(const gpu_features *f, const k_matmul_args *a, dp_confi
         max_wg = tw;
         units = tu;
         loop = tl ? 1 : 2;
-    } else {
+    } else if (!many_tokens) {
         if (w->rows <= MV_FEW_ROWS) sgs /= 2;
         while (loop == 2 && rows > 1 && w->rows / (sgs * rows) < DP_MIN_GROUPS)
             rows /= 2;
