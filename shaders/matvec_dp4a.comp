@@ -3,6 +3,8 @@
 //
 // Same operation, bindings, push-constant block and epilogues (bias, ACCUMULATE,
 // y_offset/y_stride, x_offset/x_stride, skew) as matvec_fast.comp; pc.chunk_blocks is unused.
+// Optional prologues in quantize_x (one at a time): NORM_X (RMSNorm of X) and GLU_X (X =
+// act(gate) ∘ up from the FFN's gate|up rows), docs/notes-fusion.md.
 // Design (docs/notes-dp4a.md; the first version in docs/perf-notes.md, "matvec_dp4a"):
 //   - X is quantized per workgroup into shared memory, like Q8_1: for every block of 32
 //     elements d = max|x|/127, q = roundEven(x/d) (int8, packed 4 per word), and the
@@ -43,6 +45,7 @@
 #extension GL_KHR_shader_subgroup_shuffle : require
 #extension GL_EXT_spirv_intrinsics : require
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_GOOGLE_include_directive : require
 
 // OpSDot (SPV_KHR_integer_dot_product): signed dot product of two words of 4 packed int8,
 // packed vector format 0 (PackedVectorFormat4x8Bit). Capabilities DotProduct (6019) and
@@ -59,7 +62,7 @@ layout(constant_id = 3) const uint MAX_COLS = 4096; // = pc.cols (sizes the shar
 layout(constant_id = 4) const uint HAS_BIAS = 0;
 layout(constant_id = 5) const uint UNUSED5 = 0; // matvec_fast's ROWS_PER_WG slot
 layout(constant_id = 6) const uint ACCUMULATE = 0; // 1: y += result (residual joins)
-// ids 12.. (dp4a helper; 7.. are the RMSNorm prologue's)
+// ids 12.. (dp4a helper; 7, 8 are the RMSNorm prologue's, 9, 10 the GLU prologue's)
 layout(constant_id = 12) const uint UNITS = 1;     // loop 2: units per lane and row in flight
 layout(constant_id = 13) const uint DP4A_LOOP = 0; // 1: loop 1 (first version), for A/B runs
 layout(constant_id = 14) const uint VEC_LOADS = 0; // 1: 16-byte weight loads (see above)
@@ -137,6 +140,23 @@ void x_norm_scales(uint tid, uint n, uint nb) {
     barrier(); // every invocation has read the sums before xq is overwritten
 }
 
+// GLU_X (GLU prologue, docs/notes-fusion.md): X is the FFN's fused gate|up activation (each
+// token's row holds gate at its columns [0, n_ff) and up at [n_ff, 2 n_ff); the launcher
+// passes x_stride >= 2 n_ff) and the product is W·(act(gate) ∘ up). Each element
+// act(gate)·up is formed exactly as glu.comp forms it (the same ops_math.glsl function, then
+// one multiply) and quantized like X, so the main loop and the epilogue are unchanged and the
+// glu dispatch goes away. GLU_UP = n_ff of the whole row (column chunks move pc.x_offset, not
+// the gate-to-up distance). Never together with NORM_X (the launcher refuses it).
+layout(constant_id = 9) const uint GLU_X = 0;   // 0 off, 1 SiLU, 2 GELU-tanh (k_glu_kind + 1)
+layout(constant_id = 10) const uint GLU_UP = 0; // floats from a gate to its up; multiple of 4
+
+#include "ops_math.glsl"
+
+vec4 glu_act(vec4 g) {
+    if (GLU_X == 1u) return vec4(ops_silu(g.x), ops_silu(g.y), ops_silu(g.z), ops_silu(g.w));
+    return vec4(ops_gelu_tanh(g.x), ops_gelu_tanh(g.y), ops_gelu_tanh(g.z), ops_gelu_tanh(g.w));
+}
+
 void quantize_x(uint tid) {
     uint n = NUM_COLS * (pc.cols / 32u);
     uint nb = pc.cols / 32u;
@@ -149,6 +169,7 @@ void quantize_x(uint tid) {
         for (uint k = 0u; k < 8u; k++) {
             v[k] = x4[base4 + k];
             if (NORM_X != 0u) v[k] *= g4[b * 8u + k];
+            if (GLU_X != 0u) v[k] = glu_act(v[k]) * x4[base4 + GLU_UP / 4u + k];
             vec4 a = abs(v[k]);
             amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
         }

@@ -290,7 +290,8 @@ Test(exec_forward, q4_k_m_mixed_types) {
  *   - each dispatch fusion (runner.h, EXEC_FUSE_*) removes what it claims per layer:
  *     RoPE + KV write one dispatch and one barrier; the decode merge one more when the
  *     context spans several partitions (prompt 100, partitions of 32); the RMSNorm
- *     prologues of matvec_dp4a (VKLLM_MATVEC=dp4a) two more. */
+ *     prologues of matvec_dp4a (VKLLM_MATVEC=dp4a) two more, the GLU prologue of the down
+ *     product one more (int8 path: 11 -> 6 dispatches and barriers per layer). */
 typedef struct step_counts {
     uint32_t barriers, dispatches;
 } step_counts;
@@ -348,13 +349,20 @@ Test(exec_forward, decode_barriers) {
     step_counts long_off = decode_counts(false, EXEC_FUSE_ALL, 100, 32);
     cr_assert_eq(long_off.dispatches - long_on.dispatches, 2 * layers);
     cr_assert_eq(long_off.barriers - long_on.barriers, 2 * layers);
-    /* int8 activations: the two RMSNorms fold into the QKV and gate|up products */
+    /* int8 activations: the two RMSNorms fold into the QKV and gate|up products, the GLU
+     * into the down product */
     setenv("VKLLM_MATVEC", "dp4a", 1);
     step_counts dp_on = decode_counts(false, 0, 100, 32);
     step_counts dp_off = decode_counts(false, EXEC_FUSE_ALL, 100, 32);
+    step_counts dp_glu_off = decode_counts(false, EXEC_FUSE_GLU_MATVEC, 100, 32);
     setenv("VKLLM_MATVEC", "fast", 1);
-    cr_assert_eq(dp_off.dispatches - dp_on.dispatches, 4 * layers);
-    cr_assert_eq(dp_off.barriers - dp_on.barriers, 4 * layers);
+    cr_assert_eq(dp_off.dispatches - dp_on.dispatches, 5 * layers);
+    cr_assert_eq(dp_off.barriers - dp_on.barriers, 5 * layers);
+    cr_assert_eq(dp_glu_off.dispatches - dp_on.dispatches, layers, "GLU prologue: 1 per layer");
+    cr_assert_eq(dp_glu_off.barriers - dp_on.barriers, layers, "GLU prologue: 1 barrier per layer");
+    /* whole step: embedding, final norm and LM head are 3 dispatches and 4 barriers */
+    cr_assert_eq(dp_on.dispatches, 3 + 6 * layers, "int8 path: 6 dispatches per layer");
+    cr_assert_eq(dp_on.barriers, 4 + 6 * layers, "int8 path: 6 barriers per layer");
 }
 
 /* Every dispatch fusion off (the separate ops of before): logits as the reference's. */

@@ -676,8 +676,11 @@ static vkllm_status mv_run_dp4a(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
     uint32_t rows_per_range;
     dp_binding_plan(f, a, l, c, &vec, &align, &rows_per_range);
     ggml_type_info info = ggml_type_get_info(w->type);
-    /* constants 7, 8: the RMSNorm prologue and its eps (bits of the float); 12-14: units
-     * per lane, main loop (1: first version), 16-byte loads */
+    /* constants 7, 8: the RMSNorm prologue and its eps (bits of the float); 9, 10: the GLU
+     * prologue (k_glu_kind + 1) and the gate-to-up distance (the whole row's cols, also
+     * when the row runs in column chunks); 12-14: units per lane, main loop (1: first
+     * version), 16-byte loads */
+    uint32_t glu_x = a->glu ? (uint32_t)a->glu_kind + 1 : 0, glu_up = a->glu ? w->cols : 0;
     uint32_t eps_bits;
     memcpy(&eps_bits, &a->norm_eps, 4);
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += c->max_tokens) {
@@ -694,7 +697,7 @@ static vkllm_status mv_run_dp4a(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_a
                 .num_spec_constants = 15,
                 .spec_constants = {c->wg, c->rows, nt, nc, first && a->bias.buffer != NULL, 0,
                                    a->accumulate || !first, a->norm_weight.buffer != NULL,
-                                   a->norm_weight.buffer ? eps_bits : 0, 0, 0, 0, c->units,
+                                   a->norm_weight.buffer ? eps_bits : 0, glu_x, glu_up, 0, c->units,
                                    c->loop == 1, vec}};
             gpu_pipeline *pipeline;
             VKL_TRY(gpu_pipeline_get(ctx, &desc, &pipeline));
@@ -1099,16 +1102,21 @@ static bool norm_prologue_fits(const gpu_features *f, const k_matmul_args *a, co
     return (uint64_t)a->w->cols >= 4ull * (subgroups ? subgroups : 1u);
 }
 
-bool k_matmul_norm_prologue_applies(const gpu_features *f, const k_matmul_args *a) {
-    if (!f || !a || !a->w || !a->w->buffer) return false;
+/* True when the product with these args runs matvec_dp4a (kernel AUTO, MATVEC or
+ * MATVEC_DP4A). */
+static bool runs_dp4a(const gpu_features *f, const k_matmul_args *a) {
     if (a->kernel != K_MATMUL_AUTO && a->kernel != K_MATMUL_MATVEC &&
         a->kernel != K_MATMUL_MATVEC_DP4A)
         return false;
     if (a->kernel == K_MATMUL_AUTO && k_matmul_auto_kernel(f, a->n_tokens) != K_MATMUL_MATVEC)
         return false;
-    if (a->kernel == K_MATMUL_MATVEC_DP4A ? !k_matmul_matvec_dp4a_applies(f, a, NULL)
-                                          : k_matmul_matvec_choice(f, a) != K_MATMUL_MATVEC_DP4A)
-        return false;
+    return a->kernel == K_MATMUL_MATVEC_DP4A ? k_matmul_matvec_dp4a_applies(f, a, NULL)
+                                             : k_matmul_matvec_choice(f, a) == K_MATMUL_MATVEC_DP4A;
+}
+
+bool k_matmul_norm_prologue_applies(const gpu_features *f, const k_matmul_args *a) {
+    if (!f || !a || !a->w || !a->w->buffer || a->glu) return false;
+    if (!runs_dp4a(f, a)) return false;
     dp_config dp;
     return dp_configure(f, a, &dp) && norm_prologue_fits(f, a, &dp);
 }
@@ -1130,6 +1138,28 @@ static vkllm_status norm_prologue_check(const char *op, const gpu_features *f,
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: norm_eps %g must be finite and >= 0", op,
                         (double)a->norm_eps);
     return mm_check_binding(op, "norm_weight", f, a->norm_weight, a->w->cols);
+}
+
+/* GLU prologue (k_matmul_args.glu): matvec_dp4a only, whose quantize_x forms act(gate)·up
+ * per element from the gate|up row; it needs nothing beyond the kernel itself (column
+ * chunks keep the gate-to-up distance, spec constant GLU_UP). */
+static bool glu_kind_valid(k_glu_kind kind) {
+    return kind == K_GLU_SILU || kind == K_GLU_GELU_TANH;
+}
+
+bool k_matmul_glu_prologue_applies(const gpu_features *f, const k_matmul_args *a) {
+    if (!f || !a || !a->w || !a->w->buffer || a->norm_weight.buffer) return false;
+    return glu_kind_valid(a->glu_kind) && runs_dp4a(f, a);
+}
+
+static vkllm_status glu_prologue_check(const char *op, const k_matmul_args *a,
+                                       k_matmul_kernel kernel) {
+    if (kernel != K_MATMUL_MATVEC_DP4A)
+        return vkl_fail(VKLLM_ERR_UNSUPPORTED,
+                        "%s: the GLU prologue (glu) runs in matvec_dp4a only; %u tokens chose "
+                        "kernel %d",
+                        op, a->n_tokens, (int)kernel);
+    return VKLLM_OK;
 }
 
 vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a) {
@@ -1168,18 +1198,31 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
     uint32_t max_rows = max_x > UINT32_MAX / 32 ? UINT32_MAX : max_x * 32u;
     mm_layout l;
     VKL_TRY(mm_check_weight(op, f, w, a->max_binding_bytes, max_rows, &l));
-    if (a->n_tokens == 0) return VKLLM_OK;
-    uint32_t x_stride = a->x_stride ? a->x_stride : w->cols;
-    if (x_stride % 4 != 0 || x_stride < w->cols)
+    if (a->glu && a->norm_weight.buffer)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
-                        "%s: x_stride %u must be a multiple of 4 and >= cols %u", op, x_stride,
+                        "%s: the GLU prologue (glu) and the RMSNorm prologue (norm_weight) "
+                        "cannot run on the same product",
+                        op);
+    if (a->glu && !glu_kind_valid(a->glu_kind))
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: glu_kind %d is not a GLU activation", op,
+                        (int)a->glu_kind);
+    if (a->n_tokens == 0) return VKLLM_OK;
+    /* with the GLU prologue a token's X row is gate|up: 2 cols floats */
+    uint64_t x_width = a->glu ? 2ull * w->cols : w->cols;
+    if (x_width > UINT32_MAX)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: gate|up rows of 2 x %u floats", op,
                         w->cols);
+    uint32_t x_stride = a->x_stride ? a->x_stride : (uint32_t)x_width;
+    if (x_stride % 4 != 0 || x_stride < x_width)
+        return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                        "%s: x_stride %u must be a multiple of 4 and >= %s %llu", op, x_stride,
+                        a->glu ? "2 x cols (gate|up rows)" : "cols", (unsigned long long)x_width);
     uint64_t y_min = (uint64_t)a->y_col + w->rows;
     uint32_t y_stride = a->y_stride ? a->y_stride : (uint32_t)y_min;
     if (y_stride < y_min)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s: y_stride %u < y_col %u + rows %u", op,
                         y_stride, a->y_col, w->rows);
-    uint64_t x_floats = (uint64_t)(a->n_tokens - 1) * x_stride + w->cols;
+    uint64_t x_floats = (uint64_t)(a->n_tokens - 1) * x_stride + x_width;
     uint64_t y_floats = (uint64_t)(a->n_tokens - 1) * y_stride + y_min;
     if (x_floats > UINT32_MAX || y_floats > UINT32_MAX)
         return vkl_fail(VKLLM_ERR_INVALID_ARGUMENT,
@@ -1243,6 +1286,7 @@ vkllm_status k_matmul_ex(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a)
                             op, f->max_shared_memory);
     }
     if (a->norm_weight.buffer) VKL_TRY(norm_prologue_check(op, f, a, kernel, &dp4a));
+    if (a->glu) VKL_TRY(glu_prologue_check(op, a, kernel));
     switch (kernel) {
     case K_MATMUL_COOPMAT:
         return mm_run_coopmat(ctx, cmd, a, &l, &shape, emulate, x_stride, y_stride);

@@ -30,7 +30,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "exec/k_ops.h" /* k_reduce_path */
+#include "exec/k_ops.h" /* k_reduce_path, k_glu_kind */
 #include "gpu/gpu.h"
 #include "model/gguf.h" /* ggml_type */
 
@@ -92,6 +92,14 @@ typedef struct k_matmul_args {
      * separate k_rms_norm dispatch goes away. Other kernels fail with UNSUPPORTED. */
     gpu_binding norm_weight;
     float norm_eps;
+    /* GLU prologue (matvec_dp4a only; k_matmul_glu_prologue_applies): with glu set, X is the
+     * FFN's fused gate|up activation, each token's row holding gate at columns [0, cols) and
+     * up at [cols, 2 cols) (x_stride: 0 means 2 cols, else a multiple of 4 >= 2 cols), and
+     * Y = (act(gate) ∘ up)·Wᵀ (+ bias), act = glu_kind's function as k_glu computes it: the
+     * separate k_glu_fused dispatch goes away. Not with norm_weight (INVALID_ARGUMENT);
+     * other kernels fail with UNSUPPORTED. */
+    bool glu;
+    k_glu_kind glu_kind;
     k_matmul_kernel kernel;     /* AUTO in the engine */
     k_reduce_path reduce;       /* MATVEC reduction; AUTO: subgroup when the device has it */
     uint64_t max_binding_bytes; /* 0: the device limit; tests set small values to split W */
@@ -162,5 +170,9 @@ bool k_matmul_matvec_dp4a_applies(const gpu_features *features, const k_matmul_a
  * given) with the RMSNorm prologue: the kernel is MATVEC_DP4A (k_matmul_matvec_choice)
  * and cols >= 4 x the subgroups of its workgroup (at most 32: cols >= 128 always fits). */
 bool k_matmul_norm_prologue_applies(const gpu_features *features, const k_matmul_args *args);
+/* True when k_matmul_ex can run `args` (kernel AUTO, MATVEC or MATVEC_DP4A, n_tokens as
+ * given) with the GLU prologue (args->glu and glu_kind are read; norm_weight must be unset):
+ * the kernel is MATVEC_DP4A (k_matmul_matvec_choice) and glu_kind is SiLU or GELU-tanh. */
+bool k_matmul_glu_prologue_applies(const gpu_features *features, const k_matmul_args *args);
 
 #endif

@@ -7,7 +7,8 @@
  *                        holds the n_head Q heads, then the n_head_kv K heads, then V
  *   attn [T][n_head * head_dim_v]
  *   o [T][n_embd]        output of a projection before it joins the residual
- *   gu [T][2 * n_ff]     fused gate|up; act [T][n_ff] = act(gate) * up
+ *   gu [T][2 * n_ff]     fused gate|up; act [T][n_ff] = act(gate) * up (not written
+ *                        where the GLU folds into ffn_down's matvec_dp4a prologue: decode)
  *
  * Fusion (fewer, larger dispatches; docs/perf-notes.md): at load, wq|wk|wv with one
  * type and column count are stacked into one weight (rows Q, then K, then V: each
@@ -309,7 +310,8 @@ static uint32_t fuse_off_from_env(void) {
         uint32_t bit;
     } names[] = {{"rope_kv", EXEC_FUSE_ROPE_KV},
                  {"attn", EXEC_FUSE_ATTN_REDUCE},
-                 {"norm", EXEC_FUSE_NORM_MATVEC}};
+                 {"norm", EXEC_FUSE_NORM_MATVEC},
+                 {"glu", EXEC_FUSE_GLU_MATVEC}};
     uint32_t on = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strstr(env, names[i].name)) on |= names[i].bit;
@@ -739,14 +741,16 @@ static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
 }
 
 /* y[t][col .. col + w.rows) (= or +=) W x[t] (+ bias) for t < n_tokens, y rows of
- * y_stride floats (0: w.rows). The binding starts at the aligned offset at or below
- * column `col` of token 0 and ends at the last element written, so products into
- * disjoint columns of one buffer for one token (decode) have disjoint ranges and the
- * automatic barrier tracking lets them run together. */
-static vkllm_status matmul_cols_norm(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
-                                     const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
-                                     uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
-                                     bool accumulate, const exec_tensor *norm) {
+ * y_stride floats (0: w.rows); with `norm` W rmsnorm(x[t]) (k_matmul_args.norm_weight),
+ * with `glu` W (act(gate) ∘ up) of the gate|up rows x = gu (k_matmul_args.glu). The binding starts
+ * at the aligned offset at or below column `col` of token 0 and ends at the last element written,
+ * so products into disjoint columns of one buffer for one token (decode) have disjoint ranges and
+ * the automatic barrier tracking lets them run together. */
+static vkllm_status matmul_cols_pro(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
+                                    const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
+                                    uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
+                                    bool accumulate, const exec_tensor *norm,
+                                    const k_glu_kind *glu) {
     uint64_t align = gpu_context_features(m->ctx)->min_storage_offset_alignment;
     if (align < 4) align = 4;
     uint32_t rows = w->weight.rows;
@@ -767,7 +771,19 @@ static vkllm_status matmul_cols_norm(exec_model *m, gpu_cmd *cmd, const exec_ten
         a.norm_weight = bind(&norm->buffer);
         a.norm_eps = m->cfg.rms_eps;
     }
+    if (glu) { /* x is gu: rows of 2 n_ff, gate then up */
+        a.glu = true;
+        a.glu_kind = *glu;
+    }
     return k_matmul_ex(m->ctx, cmd, &a);
+}
+
+/* matmul_cols_pro with the RMSNorm prologue only. */
+static vkllm_status matmul_cols_norm(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
+                                     const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
+                                     uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
+                                     bool accumulate, const exec_tensor *norm) {
+    return matmul_cols_pro(m, cmd, w, x, y, y_stride, col, bias, n_tokens, accumulate, norm, NULL);
 }
 
 /* matmul_cols_norm without the RMSNorm prologue. */
@@ -797,24 +813,37 @@ static bool norm_folds(const exec_model *m, const exec_tensor *const *ws, size_t
     return true;
 }
 
+/* True when the GLU folds into the down product (k_matmul_args.glu): it runs matvec_dp4a
+ * for n_tokens (decode on devices with accelerated int8 dot products), the prologue has the
+ * model's activation, and the fusion is not turned off. Then the product reads gu and the
+ * glu dispatch goes away. */
+static bool glu_folds(const exec_model *m, const exec_tensor *down, k_glu_kind glu,
+                      uint32_t n_tokens) {
+    if (m->options.no_fusion & EXEC_FUSE_GLU_MATVEC) return false;
+    k_matmul_args a = {
+        .w = &down->weight, .x = bind(&m->gu), .n_tokens = n_tokens, .glu = true, .glu_kind = glu};
+    return k_matmul_glu_prologue_applies(gpu_context_features(m->ctx), &a);
+}
+
 static vkllm_status matmul(exec_model *m, gpu_cmd *cmd, const exec_tensor *w, const gpu_buffer *x,
                            const gpu_buffer *y, const exec_tensor *bias, uint32_t n_tokens) {
     return matmul_cols(m, cmd, w, x, y, 0, 0, bias, n_tokens, false);
 }
 
-/* x += norm ? rmsnorm(W src) * norm : W src, src = m->attn or m->act. Without a
- * post-norm and with the matvec kernel (decode), the product accumulates into x in
- * its epilogue (one dispatch and one barrier fewer); otherwise it goes through o. */
+/* x += norm ? rmsnorm(W src) * norm : W src, src = m->attn or m->act (or m->gu with
+ * `glu`: the GLU prologue forms act from it). Without a post-norm and with the matvec
+ * kernel (decode), the product accumulates into x in its epilogue (one dispatch and one
+ * barrier fewer); otherwise it goes through o. */
 static vkllm_status project_to_residual(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
                                         const gpu_buffer *src, const exec_tensor *norm,
-                                        uint32_t n_tokens) {
+                                        uint32_t n_tokens, const k_glu_kind *glu) {
     const model_config *c = &m->cfg;
     const gpu_features *f = gpu_context_features(m->ctx);
     /* the cooperative-matrix kernel accumulates in its split-K reduce, given the scratch */
     if (!norm->present && k_matmul_accumulate_supported(f, n_tokens) &&
         k_matmul_split_scratch_bytes(f, &w->weight, n_tokens, true) <= m->split_scratch.size)
-        return matmul_cols(m, cmd, w, src, &m->x, 0, 0, NULL, n_tokens, true);
-    VKL_TRY(matmul(m, cmd, w, src, &m->o, NULL, n_tokens));
+        return matmul_cols_pro(m, cmd, w, src, &m->x, 0, 0, NULL, n_tokens, true, NULL, glu);
+    VKL_TRY(matmul_cols_pro(m, cmd, w, src, &m->o, 0, 0, NULL, n_tokens, false, NULL, glu));
     uint64_t bytes = (uint64_t)n_tokens * c->n_embd * 4;
     gpu_binding x = {.buffer = &m->x, .range = bytes};
     gpu_binding s = {.buffer = &m->o, .range = bytes};
@@ -917,7 +946,7 @@ static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const
         VKL_TRY(k_rope_ex(ctx, cmd, &r));
     }
     VKL_TRY(record_attention(m, cmd, il, in, T, fuse_rope_kv));
-    VKL_TRY(project_to_residual(m, cmd, &l->wo, &m->attn, &l->post_attn_norm, T));
+    VKL_TRY(project_to_residual(m, cmd, &l->wo, &m->attn, &l->post_attn_norm, T, NULL));
 
     const exec_tensor *ffn_parts[3] = {&l->ffn_gate_up, &l->ffn_gate, &l->ffn_up};
     fold = norm_folds(m, ffn_parts, 3, &l->ffn_norm, T);
@@ -926,8 +955,11 @@ static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const
                            c->n_embd, c->rms_eps));
     VKL_TRY(record_gate_up(m, cmd, l, T, fold ? &l->ffn_norm : NULL));
     k_glu_kind glu = c->act == MODEL_ACT_GELU_TANH ? K_GLU_GELU_TANH : K_GLU_SILU;
+    /* the GLU folds into the down product where it runs matvec_dp4a (decode) */
+    if (glu_folds(m, &l->ffn_down, glu, T))
+        return project_to_residual(m, cmd, &l->ffn_down, &m->gu, &l->post_ffw_norm, T, &glu);
     VKL_TRY(k_glu_fused(ctx, cmd, glu, bind(&m->gu), bind(&m->act), T, c->n_ff));
-    VKL_TRY(project_to_residual(m, cmd, &l->ffn_down, &m->act, &l->post_ffw_norm, T));
+    VKL_TRY(project_to_residual(m, cmd, &l->ffn_down, &m->act, &l->post_ffw_norm, T, NULL));
     return VKLLM_OK;
 }
 

@@ -45,12 +45,14 @@ typedef struct exec_options {
 
 /* Dispatch fusions of the layer (docs/notes-fusion.md), each on by default. The variable
  * VKLLM_FUSE turns them off for A/B runs: "0" (or "none") all of them, otherwise a comma
- * list of the ones kept on ("rope_kv,attn"; "1" or "all": every one). */
+ * list of the ones kept on, by the names rope_kv, attn, norm, glu ("rope_kv,attn"; "1" or
+ * "all": every one). */
 typedef enum exec_fuse {
     EXEC_FUSE_ROPE_KV = 1u << 0,     /* RoPE + KV-cache write: k_rope_kv_write */
     EXEC_FUSE_ATTN_REDUCE = 1u << 1, /* decode partitions merged by the decode dispatch */
     EXEC_FUSE_NORM_MATVEC = 1u << 2, /* RMSNorm as the prologue of matvec_dp4a */
-    EXEC_FUSE_ALL = (1u << 3) - 1u,
+    EXEC_FUSE_GLU_MATVEC = 1u << 3,  /* GLU as the prologue of the down product (dp4a) */
+    EXEC_FUSE_ALL = (1u << 4) - 1u,
 } exec_fuse;
 
 typedef struct exec_model exec_model;
