@@ -352,17 +352,22 @@ Test(exec_forward, decode_barriers) {
     /* int8 activations: the two RMSNorms fold into the QKV and gate|up products, the GLU
      * into the down product */
     setenv("VKLLM_MATVEC", "dp4a", 1);
+    setenv("VKLLM_FUSE", "all", 1); /* the GLU prologue is off unless asked for */
     step_counts dp_on = decode_counts(false, 0, 100, 32);
     step_counts dp_off = decode_counts(false, EXEC_FUSE_ALL, 100, 32);
     step_counts dp_glu_off = decode_counts(false, EXEC_FUSE_GLU_MATVEC, 100, 32);
+    unsetenv("VKLLM_FUSE");
+    step_counts dp_default = decode_counts(false, 0, 100, 32);
     setenv("VKLLM_MATVEC", "fast", 1);
+    cr_assert_eq(dp_default.dispatches, dp_glu_off.dispatches, "GLU prologue off by default");
     cr_assert_eq(dp_off.dispatches - dp_on.dispatches, 5 * layers);
     cr_assert_eq(dp_off.barriers - dp_on.barriers, 5 * layers);
     cr_assert_eq(dp_glu_off.dispatches - dp_on.dispatches, layers, "GLU prologue: 1 per layer");
     cr_assert_eq(dp_glu_off.barriers - dp_on.barriers, layers, "GLU prologue: 1 barrier per layer");
     /* whole step: embedding, final norm and LM head are 3 dispatches and 4 barriers */
-    cr_assert_eq(dp_on.dispatches, 3 + 6 * layers, "int8 path: 6 dispatches per layer");
-    cr_assert_eq(dp_on.barriers, 4 + 6 * layers, "int8 path: 6 barriers per layer");
+    cr_assert_eq(dp_on.dispatches, 3 + 6 * layers, "int8 path, every fusion: 6 per layer");
+    cr_assert_eq(dp_on.barriers, 4 + 6 * layers, "int8 path, every fusion: 6 barriers per layer");
+    cr_assert_eq(dp_default.dispatches, 3 + 7 * layers, "int8 path, defaults: 7 per layer");
 }
 
 /* Every dispatch fusion off (the separate ops of before): logits as the reference's. */

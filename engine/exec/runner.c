@@ -300,10 +300,11 @@ static vkllm_status scratch_buffer(exec_model *m, uint64_t bytes, gpu_memory_kin
     return VKLLM_OK;
 }
 
-/* EXEC_FUSE_* bits VKLLM_FUSE turns off (see runner.h). */
+/* EXEC_FUSE_* bits VKLLM_FUSE turns off (see runner.h); unset: EXEC_FUSE_DEFAULT_OFF. */
 static uint32_t fuse_off_from_env(void) {
     const char *env = getenv("VKLLM_FUSE");
-    if (!env || !*env || !strcmp(env, "1") || !strcmp(env, "all")) return 0;
+    if (!env || !*env) return EXEC_FUSE_DEFAULT_OFF;
+    if (!strcmp(env, "1") || !strcmp(env, "all")) return 0;
     if (!strcmp(env, "0") || !strcmp(env, "none")) return EXEC_FUSE_ALL;
     static const struct {
         const char *name;

@@ -43,16 +43,20 @@ typedef struct exec_options {
                                  A/B timing); the environment adds to it, see exec_fuse */
 } exec_options;
 
-/* Dispatch fusions of the layer (docs/notes-fusion.md), each on by default. The variable
- * VKLLM_FUSE turns them off for A/B runs: "0" (or "none") all of them, otherwise a comma
- * list of the ones kept on, by the names rope_kv, attn, norm, glu ("rope_kv,attn"; "1" or
- * "all": every one). */
+/* Dispatch fusions of the layer (docs/notes-fusion.md), on by default except
+ * EXEC_FUSE_DEFAULT_OFF. The variable VKLLM_FUSE sets them for A/B runs: "0" (or "none")
+ * all off, otherwise a comma list of the ones on, by the names rope_kv, attn, norm, glu
+ * ("rope_kv,attn"; "1" or "all": every one). */
 typedef enum exec_fuse {
     EXEC_FUSE_ROPE_KV = 1u << 0,     /* RoPE + KV-cache write: k_rope_kv_write */
     EXEC_FUSE_ATTN_REDUCE = 1u << 1, /* decode partitions merged by the decode dispatch */
     EXEC_FUSE_NORM_MATVEC = 1u << 2, /* RMSNorm as the prologue of matvec_dp4a */
     EXEC_FUSE_GLU_MATVEC = 1u << 3,  /* GLU as the prologue of the down product (dp4a) */
     EXEC_FUSE_ALL = (1u << 4) - 1u,
+    /* Off unless VKLLM_FUSE names it: the GLU prologue measured slower on the H100 (Q4_0
+     * 8B: tg128 271.4 -> 268.6 tok/s, 8 sequences 771 -> 710; each workgroup of the down
+     * product reads gate and up and evaluates the activation; docs/perf-notes.md). */
+    EXEC_FUSE_DEFAULT_OFF = EXEC_FUSE_GLU_MATVEC,
 } exec_fuse;
 
 typedef struct exec_model exec_model;
