@@ -255,6 +255,17 @@ Test(exec_forward, int8_activations) {
     check_arch(MODEL_ARCH_QWEN2, SYNTH_Q8_0, 16);
 }
 
+/* The same with every fusion on, including the GLU prologue that is off by default
+ * (EXEC_FUSE_DEFAULT_OFF): SiLU (llama) and GELU (gemma3) through the down product. */
+Test(exec_forward, int8_activations_every_fusion) {
+    setenv("VKLLM_MATVEC", "dp4a", 1);
+    setenv("VKLLM_FUSE", "all", 1);
+    logit_bound = DP4A_LOGIT_REL_BOUND;
+    greedy_must_match = false;
+    check_arch(MODEL_ARCH_GEMMA3, SYNTH_Q4_0, 32);
+    check_arch(MODEL_ARCH_LLAMA, SYNTH_Q4_K_M, 16);
+}
+
 /* Separate weight products (the path taken when the parts' types differ). */
 Test(exec_forward, llama_unfused) {
     check_arch_ex(MODEL_ARCH_LLAMA, SYNTH_F32, 16, true);
