@@ -387,7 +387,7 @@ void gpu_cmd_dispatch(gpu_cmd *cmd, gpu_pipeline *pipeline, const gpu_binding *b
         uint32_t p0 = 0;
         if (push_size >= 4) memcpy(&p0, push_constants, 4);
         char label[2 * GPU_LABEL_MAX]; /* cut to GPU_LABEL_MAX by gpu_cmd_timestamp */
-        snprintf(label, sizeof label, "%s p0=%u g=%ux%ux%u", name, p0, groups_x, groups_y,
+        snprintf(label, sizeof label, "%.63s p0=%u g=%ux%ux%u", name, p0, groups_x, groups_y,
                  groups_z);
         gpu_cmd_timestamp(cmd, label);
     }
