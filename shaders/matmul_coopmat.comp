@@ -6,7 +6,7 @@
 // ggml type from pc.skew, X f32 [n_tokens][x_stride] from pc.x_offset, Y element (t, r)
 // at y_offset + t*y_stride + r, optional bias per row with HAS_BIAS).
 //
-// Shape (spec constants, chosen by engine/exec/k_matmul.c):
+// Shape (spec constants, chosen by engine/exec/k_matmul_coopmat.c):
 //   a workgroup owns a BM x BN tile of Y (BM rows of W, BN tokens) and has
 //   SG_M * SG_N * SG_K subgroups of 32. Subgroup (sm, sn, sk) owns rows
 //   [sm*FM*16, +FM*16) and tokens [sn*FN*8, +FN*8) of the tile (FM x FN accumulators of
@@ -65,7 +65,7 @@
 // loading, double buffering, the K-slice reduction and the epilogue are tested on
 // devices without cooperative matrices (lavapipe). Needs shaderFloat16 only. Selected
 // by VKLLM_MATMUL=emulate (tests; AUTO then picks it too, so engine tests run it).
-// Split-K across workgroups (k_matmul.c) runs this kernel once per K slice (cols = the
+// Split-K across workgroups (k_matmul_coopmat.c) runs this kernel once per K slice (cols = the
 // slice, skew and x_offset moved to its start) and sums in split_k_reduce.comp.
 // variant: matmul_cm_emu_f32 DQ_F32 CM_EMULATE
 // variant: matmul_cm_emu_f16 DQ_F16 CM_EMULATE

@@ -1,5 +1,5 @@
 #version 450
-// split_k_reduce.comp: the second half of a split-K product (engine/exec/k_matmul.c,
+// split_k_reduce.comp: the second half of a split-K product (engine/exec/k_matmul_coopmat.c,
 // "split-K across workgroups"): matmul_coopmat.comp ran once per slice of K, slice s
 // writing its partial products to partial[s * slice_stride + t * rows + r]; this sums the
 // slices in order s = 0, 1, ... and writes

@@ -1,5 +1,5 @@
 /* test_exec_splitk.c: the forward pass (engine/exec/runner.c) with the cooperative-matrix
- * products split along K (k_matmul.c, "split-K across workgroups"), end to end.
+ * products split along K (k_matmul_coopmat.c, "split-K across workgroups"), end to end.
  *
  * VKLLM_MATMUL=emulate makes every product of > 8 tokens run matmul_coopmat.comp's
  * emulated build (lavapipe); VKLLM_MATMUL_SPLITK=2 splits every one of them (the

@@ -1,5 +1,5 @@
 /* test_k_matmul_splitk.c: split-K across workgroups of the cooperative-matrix matmul
- * (k_matmul.c, "split-K across workgroups"; shaders/split_k_reduce.comp).
+ * (k_matmul_coopmat.c, "split-K across workgroups"; shaders/split_k_reduce.comp).
  *
  * Runs on any device with shaderFloat16: VKLLM_MATMUL=emulate makes AUTO (> 8 tokens)
  * run matmul_coopmat.comp's emulated build through the same launcher, slices and reduce.

@@ -3,7 +3,7 @@
  * matvec kernels (k_matmul_args.accumulate), against the CPU references.
  *
  * Layout under test: rows of `stride` floats per token holding Q heads, then K heads,
- * then V (as runner.c's qkv), plus a nonzero offset. The reference gathers the heads
+ * then V (as runner_internal.h's qkv), plus a nonzero offset. The reference gathers the heads
  * into a contiguous array, applies ref_rope / ref_rms_norm (engine/ref/ref_ops.h) and
  * scatters them back; everything the op must not touch (V columns, padding, the offset
  * prefix) must keep its poison/original bits. Bounds: 1e-5 relative L2 (f32 math,

@@ -12,7 +12,7 @@
 # prefill); "old" runs force every previous variant (and one submission per step).
 #
 # Variants are chosen by environment (each engine knob is documented where it is read,
-# engine/exec/k_matmul.c and k_attention.c): VKLLM_MATVEC=fast|dp4a|basic,
+# engine/exec/k_matmul*.c and k_attention.c): VKLLM_MATVEC=fast|dp4a|basic,
 # VKLLM_MATVEC_DP4A_TUNE,
 # VKLLM_ATTN=old, VKLLM_MATMUL=old|new, VKLLM_MATMUL_TUNE, VKLLM_MATMUL_SPLITK,
 # VKLLM_ATTN_PREFILL=old|cm and VKLLM_FUSE (engine/exec/runner.h). Everything lands in

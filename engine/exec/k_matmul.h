@@ -160,12 +160,12 @@ bool k_matmul_matvec_fast_applies(const gpu_features *features, const k_matmul_a
  * X of at least one token fitting shared memory (1.5 bytes per column and token; rows too
  * wide for args->n_tokens are split into column chunks, one dispatch each); *max_tokens (may
  * be NULL) receives how many tokens one pass takes (at most 8). */
+bool k_matmul_matvec_dp4a_applies(const gpu_features *features, const k_matmul_args *args,
+                                  uint32_t *max_tokens);
 /* The shader kernel MATVEC (and AUTO for <= 8 tokens) runs for this product on this
  * device: MATVEC_BASIC, MATVEC_FAST or MATVEC_DP4A, VKLLM_MATVEC included (tests pick
  * their error bound from it: dp4a quantizes X to int8). */
 k_matmul_kernel k_matmul_matvec_choice(const gpu_features *features, const k_matmul_args *args);
-bool k_matmul_matvec_dp4a_applies(const gpu_features *features, const k_matmul_args *args,
-                                  uint32_t *max_tokens);
 /* True when k_matmul_ex can run `args` (kernel AUTO, MATVEC or MATVEC_DP4A, n_tokens as
  * given) with the RMSNorm prologue: the kernel is MATVEC_DP4A (k_matmul_matvec_choice)
  * and cols >= 4 x the subgroups of its workgroup (at most 32: cols >= 128 always fits). */

@@ -1,35 +1,16 @@
-/* runner.c: the forward pass of one step on the GPU (see runner.h).
+/* runner.c: the model on the GPU and the forward pass of one step (see runner.h).
  *
- * Layout of the scratch activations (f32, row-major, one row per token of the step):
- *   x [T][n_embd]        the residual stream
- *   h [T][n_embd]        normalized input of a sub-layer
- *   qkv [T][n_qkv]       fused Q|K|V, n_qkv = n_embd_q + n_embd_k + n_embd_v: each row
- *                        holds the n_head Q heads, then the n_head_kv K heads, then V
- *   attn [T][n_head * head_dim_v]
- *   o [T][n_embd]        output of a projection before it joins the residual
- *   gu [T][2 * n_ff]     fused gate|up; act [T][n_ff] = act(gate) * up (not written
- *                        where the GLU folds into ffn_down's matvec_dp4a prologue: decode)
- *
- * Fusion (fewer, larger dispatches; docs/perf-notes.md): at load, wq|wk|wv with one
- * type and column count are stacked into one weight (rows Q, then K, then V: each
- * row's bytes are the same, so stacking is a byte concatenation) with stacked biases,
- * and ffn_gate|ffn_up likewise; one product then writes the fused activation. When
- * the types differ (Q4_K_M keeps attn_v in Q6_K on some layers) the separate products
- * write their columns of the same activation (y_col / y_stride), so everything after
- * the products is the same. The Q/K norms (one stacked q_norm|k_norm weight) and RoPE
- * run once over the Q and K heads of each row in place; kv_write and attention read
- * K, V and Q from the fused rows with strides. Decode (<= 8 tokens) projections that
- * join the residual directly (no post-norm) accumulate into x in the product's
- * epilogue instead of a separate add.
- *   last [S][n_embd]     the rows whose logits are wanted (S <= max_seqs)
- *   logits [S][n_vocab]
- * Token rows are ordered as in the plan: decode sequences first (one row each),
- * then the prefill chunks, so decode queries are rows [0, n_decode).
+ * Owns: model creation (weight upload, with the fused weights stacked at load; the
+ * scratch activations; the paged KV cache), options, the per-step inputs in the upload
+ * ring, the step's recording around its layers (embedding, the LM head, logits, argmax
+ * and top-k readback), submission, and the KV block operations. The commands of each
+ * layer are recorded by runner_layer.c; the activations' layout, the fusions and the
+ * state both files share are described in runner_internal.h.
  *
  * Invariant: every buffer here is sized at create time for max_tokens / max_seqs /
  * max_context; exec_step refuses plans beyond them with VKLLM_ERR_INVALID_ARGUMENT
  * before recording anything. */
-#include "runner.h"
+#include "exec/runner_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -37,28 +18,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "exec/k_attention.h"
-#include "exec/k_matmul.h"
 #include "exec/k_ops.h"
-#include "exec/k_rope_kv.h"
 #include "exec/k_sample.h"
-
-/* A weight tensor in device memory, with the view the kernels take. */
-typedef struct exec_tensor {
-    gpu_buffer buffer;
-    k_weight weight;
-    bool present;
-} exec_tensor;
-
-typedef struct exec_layer {
-    exec_tensor attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm;
-    exec_tensor ffn_norm, ffn_gate, ffn_up, ffn_down, post_ffw_norm;
-    /* Stacked at load (then the parts above stay absent): wq|wk|wv and bq|bk|bv,
-     * q_norm|k_norm [2][head_dim], ffn_gate|ffn_up. */
-    exec_tensor wqkv, bqkv, qk_norm, ffn_gate_up;
-    gpu_buffer k_cache, v_cache;
-    gpu_buffer k_host, v_host; /* swap space: num_host_blocks blocks each */
-} exec_layer;
 
 /* The tensors of a layer as the file has them, and the device slots of a layer in the
  * same order followed by the stacked ones; upload pairs the first LAYER_FILE_TENSORS
@@ -108,40 +69,6 @@ static void layer_slots(exec_layer *l, exec_tensor **out) {
                                      &l->ffn_gate_up};
     memcpy(out, all, sizeof all);
 }
-
-struct exec_model {
-    gpu_context *ctx;
-    model_config cfg;
-    exec_options options;
-    k_attn_kv_layout kv;
-    exec_tensor token_embd, output_norm, output, rope_freqs;
-    exec_layer *layers;
-    uint32_t max_blocks_per_seq;
-
-    uint32_t n_qkv; /* floats per token of qkv */
-    gpu_buffer x, h, qkv, attn, o, gu, act, last, logits, decode_scratch, decode_counters;
-    gpu_buffer split_scratch; /* k_matmul_args.split_scratch; no handle when unused */
-    gpu_buffer logits_readback, argmax_out, argmax_readback;
-    /* k_topk outputs [max_seqs][K_TOPK_MAX] ids and values, [max_seqs][4] stats */
-    gpu_buffer topk_ids, topk_values, topk_stats, topk_readback;
-    uint32_t last_logit_rows; /* logits rows of the last step (exec_read_logits_row) */
-    bool stepped;
-    uint64_t last_readback_bytes;
-    uint64_t weight_bytes, kv_bytes, scratch_bytes;
-    double last_gpu_ms;
-    double last_record_ms; /* host time recording the last step's commands */
-    uint32_t last_barriers;
-};
-
-static gpu_binding bind(const gpu_buffer *buffer) {
-    return (gpu_binding){.buffer = buffer, .offset = 0, .range = 0};
-}
-
-static gpu_binding bind_rows(const gpu_buffer *buffer, uint64_t row_bytes, uint32_t first,
-                             uint32_t count) {
-    return (gpu_binding){.buffer = buffer, .offset = row_bytes * first, .range = row_bytes * count};
-}
-
 /* ---------------------------------------------------------------- weights */
 
 static vkllm_status upload_tensor(exec_model *m, const gguf_tensor *t, exec_tensor *out) {
@@ -228,7 +155,7 @@ static bool fused_part(const exec_layer *l, const exec_tensor *t) {
     return l->ffn_gate_up.present && (t == &l->ffn_gate || t == &l->ffn_up);
 }
 
-/* Uploads the stacked tensors of one layer (see the file comment). */
+/* Uploads the stacked tensors of one layer (runner_internal.h, "Fusion"). */
 static vkllm_status upload_fused(exec_model *m, const model_layer_weights *lw, exec_layer *l) {
     const model_config *c = &m->cfg;
     if (lw->q_norm || lw->k_norm) {
@@ -600,17 +527,6 @@ uint32_t exec_last_step_barriers(const exec_model *m) {
 
 /* ---------------------------------------------------------------- one step */
 
-/* Per-step inputs, copied into the upload ring. */
-typedef struct step_inputs {
-    gpu_binding tokens, positions, slots;
-    /* decode sequences (rows [0, n_decode)) */
-    gpu_binding dec_tables, dec_lens;
-    /* prefill sequences */
-    gpu_binding pre_tables, pre_lens, pre_query_start;
-    uint32_t n_decode, n_prefill, max_decode_ctx, max_q_len;
-    uint32_t first_prefill_token;
-} step_inputs;
-
 static vkllm_status ring_copy(gpu_context *ctx, const void *src, uint64_t bytes,
                               gpu_binding *binding) {
     void *dst;
@@ -659,7 +575,7 @@ static vkllm_status check_plan_fits(const exec_model *m, const exec_step_plan *p
     return VKLLM_OK;
 }
 
-static vkllm_status upload_inputs(exec_model *m, const exec_step_plan *plan, step_inputs *in) {
+static vkllm_status upload_inputs(exec_model *m, const exec_step_plan *plan, exec_step_inputs *in) {
     memset(in, 0, sizeof *in);
     uint64_t n = plan->n_tokens;
     VKL_TRY(ring_copy(m->ctx, plan->tokens, n * 4, &in->tokens));
@@ -685,286 +601,8 @@ static vkllm_status upload_inputs(exec_model *m, const exec_step_plan *plan, ste
     return VKLLM_OK;
 }
 
-/* Attention of the step's tokens; the KV write first unless the fused RoPE + KV write
- * (k_rope_kv_write) already stored this layer's K/V (kv_written). */
-static vkllm_status record_attention(exec_model *m, gpu_cmd *cmd, uint32_t il,
-                                     const step_inputs *in, uint32_t n_tokens, bool kv_written) {
-    const model_config *c = &m->cfg;
-    exec_layer *l = &m->layers[il];
-    k_attn_params p = {.n_head = c->n_head,
-                       .scale = c->attn_scale,
-                       .softcap = c->attn_logit_softcap,
-                       .window = c->is_sliding[il] ? c->sliding_window : 0};
-    k_attn_kv_write_args w = {.n_tokens = n_tokens,
-                              .k_src = bind(&m->qkv),
-                              .v_src = bind(&m->qkv),
-                              .k_src_offset = c->n_embd_q,
-                              .v_src_offset = c->n_embd_q + c->n_embd_k,
-                              .k_src_stride = m->n_qkv,
-                              .v_src_stride = m->n_qkv,
-                              .slots = in->slots,
-                              .k_cache = bind(&l->k_cache),
-                              .v_cache = bind(&l->v_cache)};
-    if (!kv_written) VKL_TRY(k_attn_kv_write(m->ctx, cmd, &m->kv, &w));
-    uint64_t q_row = (uint64_t)m->n_qkv * 4, out_row = (uint64_t)c->n_head * c->head_dim_v * 4;
-    if (in->n_decode) {
-        k_attn_decode_args d = {.n_seqs = in->n_decode,
-                                .max_context_len = in->max_decode_ctx,
-                                .partition_size = m->options.partition_size,
-                                .q = bind_rows(&m->qkv, q_row, 0, in->n_decode),
-                                .q_stride = m->n_qkv,
-                                .block_tables = in->dec_tables,
-                                .table_stride = m->max_blocks_per_seq,
-                                .context_lens = in->dec_lens,
-                                .k_cache = bind(&l->k_cache),
-                                .v_cache = bind(&l->v_cache),
-                                .out = bind_rows(&m->attn, out_row, 0, in->n_decode),
-                                .scratch = bind(&m->decode_scratch)};
-        if (!(m->options.no_fusion & EXEC_FUSE_ATTN_REDUCE)) d.counters = bind(&m->decode_counters);
-        VKL_TRY(k_attn_decode(m->ctx, cmd, &m->kv, &p, &d));
-    }
-    if (in->n_prefill) {
-        uint32_t first = in->first_prefill_token, count = n_tokens - first;
-        k_attn_prefill_args a = {.n_seqs = in->n_prefill,
-                                 .max_q_len = in->max_q_len,
-                                 .q = bind_rows(&m->qkv, q_row, first, count),
-                                 .q_stride = m->n_qkv,
-                                 .query_start = in->pre_query_start,
-                                 .context_lens = in->pre_lens,
-                                 .block_tables = in->pre_tables,
-                                 .table_stride = m->max_blocks_per_seq,
-                                 .k_cache = bind(&l->k_cache),
-                                 .v_cache = bind(&l->v_cache),
-                                 .out = bind_rows(&m->attn, out_row, first, count)};
-        VKL_TRY(k_attn_prefill(m->ctx, cmd, &m->kv, &p, &a));
-    }
-    return VKLLM_OK;
-}
+/* ---------------------------------------------------------------- the LM head and readback */
 
-/* y[t][col .. col + w.rows) (= or +=) W x[t] (+ bias) for t < n_tokens, y rows of
- * y_stride floats (0: w.rows); with `norm` W rmsnorm(x[t]) (k_matmul_args.norm_weight),
- * with `glu` W (act(gate) ∘ up) of the gate|up rows x = gu (k_matmul_args.glu). The binding starts
- * at the aligned offset at or below column `col` of token 0 and ends at the last element written,
- * so products into disjoint columns of one buffer for one token (decode) have disjoint ranges and
- * the automatic barrier tracking lets them run together. */
-static vkllm_status matmul_cols_pro(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
-                                    const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
-                                    uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
-                                    bool accumulate, const exec_tensor *norm,
-                                    const k_glu_kind *glu) {
-    uint64_t align = gpu_context_features(m->ctx)->min_storage_offset_alignment;
-    if (align < 4) align = 4;
-    uint32_t rows = w->weight.rows;
-    if (!y_stride) y_stride = rows;
-    uint64_t first = (uint64_t)col * 4, start = first - first % align;
-    uint64_t end = ((uint64_t)(n_tokens ? n_tokens - 1 : 0) * y_stride + col + rows) * 4;
-    k_matmul_args a = {.w = &w->weight,
-                       .x = bind(x),
-                       .y = {.buffer = y, .offset = start, .range = end - start},
-                       .y_stride = y_stride,
-                       .y_col = (uint32_t)((first - start) / 4),
-                       .n_tokens = n_tokens,
-                       .accumulate = accumulate,
-                       .bias = bias && bias->present ? bind(&bias->buffer) : (gpu_binding){0},
-                       .split_scratch =
-                           m->split_scratch.handle ? bind(&m->split_scratch) : (gpu_binding){0}};
-    if (norm) {
-        a.norm_weight = bind(&norm->buffer);
-        a.norm_eps = m->cfg.rms_eps;
-    }
-    if (glu) { /* x is gu: rows of 2 n_ff, gate then up */
-        a.glu = true;
-        a.glu_kind = *glu;
-    }
-    return k_matmul_ex(m->ctx, cmd, &a);
-}
-
-/* matmul_cols_pro with the RMSNorm prologue only. */
-static vkllm_status matmul_cols_norm(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
-                                     const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
-                                     uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
-                                     bool accumulate, const exec_tensor *norm) {
-    return matmul_cols_pro(m, cmd, w, x, y, y_stride, col, bias, n_tokens, accumulate, norm, NULL);
-}
-
-/* matmul_cols_norm without the RMSNorm prologue. */
-static vkllm_status matmul_cols(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
-                                const gpu_buffer *x, const gpu_buffer *y, uint32_t y_stride,
-                                uint32_t col, const exec_tensor *bias, uint32_t n_tokens,
-                                bool accumulate) {
-    return matmul_cols_norm(m, cmd, w, x, y, y_stride, col, bias, n_tokens, accumulate, NULL);
-}
-
-/* True when the RMSNorm before the products `ws` (the present ones) folds into them
- * (k_matmul_args.norm_weight): every one runs matvec_dp4a for n_tokens, i.e. decode on
- * devices with accelerated int8 dot products, and the fusion is not turned off. */
-static bool norm_folds(const exec_model *m, const exec_tensor *const *ws, size_t n,
-                       const exec_tensor *norm, uint32_t n_tokens) {
-    if (m->options.no_fusion & EXEC_FUSE_NORM_MATVEC) return false;
-    const gpu_features *f = gpu_context_features(m->ctx);
-    for (size_t i = 0; i < n; i++) {
-        if (!ws[i]->present) continue;
-        k_matmul_args a = {.w = &ws[i]->weight,
-                           .x = bind(&m->x),
-                           .n_tokens = n_tokens,
-                           .norm_weight = bind(&norm->buffer),
-                           .norm_eps = m->cfg.rms_eps};
-        if (!k_matmul_norm_prologue_applies(f, &a)) return false;
-    }
-    return true;
-}
-
-/* True when the GLU folds into the down product (k_matmul_args.glu): it runs matvec_dp4a
- * for n_tokens (decode on devices with accelerated int8 dot products), the prologue has the
- * model's activation, and the fusion is not turned off. Then the product reads gu and the
- * glu dispatch goes away. */
-static bool glu_folds(const exec_model *m, const exec_tensor *down, k_glu_kind glu,
-                      uint32_t n_tokens) {
-    if (m->options.no_fusion & EXEC_FUSE_GLU_MATVEC) return false;
-    k_matmul_args a = {
-        .w = &down->weight, .x = bind(&m->gu), .n_tokens = n_tokens, .glu = true, .glu_kind = glu};
-    return k_matmul_glu_prologue_applies(gpu_context_features(m->ctx), &a);
-}
-
-static vkllm_status matmul(exec_model *m, gpu_cmd *cmd, const exec_tensor *w, const gpu_buffer *x,
-                           const gpu_buffer *y, const exec_tensor *bias, uint32_t n_tokens) {
-    return matmul_cols(m, cmd, w, x, y, 0, 0, bias, n_tokens, false);
-}
-
-/* x += norm ? rmsnorm(W src) * norm : W src, src = m->attn or m->act (or m->gu with
- * `glu`: the GLU prologue forms act from it). Without a post-norm and with the matvec
- * kernel (decode), the product accumulates into x in its epilogue (one dispatch and one
- * barrier fewer); otherwise it goes through o. */
-static vkllm_status project_to_residual(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
-                                        const gpu_buffer *src, const exec_tensor *norm,
-                                        uint32_t n_tokens, const k_glu_kind *glu) {
-    const model_config *c = &m->cfg;
-    const gpu_features *f = gpu_context_features(m->ctx);
-    /* the cooperative-matrix kernel accumulates in its split-K reduce, given the scratch */
-    if (!norm->present && k_matmul_accumulate_supported(f, n_tokens) &&
-        k_matmul_split_scratch_bytes(f, &w->weight, n_tokens, true) <= m->split_scratch.size)
-        return matmul_cols_pro(m, cmd, w, src, &m->x, 0, 0, NULL, n_tokens, true, NULL, glu);
-    VKL_TRY(matmul_cols_pro(m, cmd, w, src, &m->o, 0, 0, NULL, n_tokens, false, NULL, glu));
-    uint64_t bytes = (uint64_t)n_tokens * c->n_embd * 4;
-    gpu_binding x = {.buffer = &m->x, .range = bytes};
-    gpu_binding s = {.buffer = &m->o, .range = bytes};
-    if (norm->present)
-        return k_rms_norm_add(m->ctx, cmd, s, bind(&norm->buffer), x, n_tokens, c->n_embd,
-                              c->rms_eps);
-    return k_add(m->ctx, cmd, x, s, x, n_tokens * c->n_embd);
-}
-
-/* qkv = h · [wq|wk|wv]ᵀ (+ biases), one product when stacked, else one per part into
- * its columns. With `norm` (folded attn_norm) the products read x and normalize it. */
-static vkllm_status record_qkv(exec_model *m, gpu_cmd *cmd, const exec_layer *l, uint32_t T,
-                               const exec_tensor *norm) {
-    const model_config *c = &m->cfg;
-    const gpu_buffer *in = norm ? &m->x : &m->h;
-    uint32_t s = m->n_qkv, k0 = c->n_embd_q, v0 = c->n_embd_q + c->n_embd_k;
-    if (l->wqkv.present)
-        return matmul_cols_norm(m, cmd, &l->wqkv, in, &m->qkv, 0, 0, &l->bqkv, T, false, norm);
-    VKL_TRY(matmul_cols_norm(m, cmd, &l->wq, in, &m->qkv, s, 0, &l->bq, T, false, norm));
-    VKL_TRY(matmul_cols_norm(m, cmd, &l->wk, in, &m->qkv, s, k0, &l->bk, T, false, norm));
-    return matmul_cols_norm(m, cmd, &l->wv, in, &m->qkv, s, v0, &l->bv, T, false, norm);
-}
-
-/* gu = h · [gate|up]ᵀ, stacked or into the columns of each half; `norm` as above. */
-static vkllm_status record_gate_up(exec_model *m, gpu_cmd *cmd, const exec_layer *l, uint32_t T,
-                                   const exec_tensor *norm) {
-    const model_config *c = &m->cfg;
-    const gpu_buffer *in = norm ? &m->x : &m->h;
-    if (l->ffn_gate_up.present)
-        return matmul_cols_norm(m, cmd, &l->ffn_gate_up, in, &m->gu, 0, 0, NULL, T, false, norm);
-    VKL_TRY(
-        matmul_cols_norm(m, cmd, &l->ffn_gate, in, &m->gu, 2 * c->n_ff, 0, NULL, T, false, norm));
-    return matmul_cols_norm(m, cmd, &l->ffn_up, in, &m->gu, 2 * c->n_ff, c->n_ff, NULL, T, false,
-                            norm);
-}
-
-static vkllm_status record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const step_inputs *in,
-                                 uint32_t T) {
-    const model_config *c = &m->cfg;
-    exec_layer *l = &m->layers[il];
-    gpu_context *ctx = m->ctx;
-    /* attn_norm folds into the QKV products where they all run matvec_dp4a. */
-    const exec_tensor *qkv_parts[4] = {&l->wqkv, &l->wq, &l->wk, &l->wv};
-    bool fold = norm_folds(m, qkv_parts, 4, &l->attn_norm, T);
-    if (!fold)
-        VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->attn_norm.buffer), bind(&m->h), T,
-                           c->n_embd, c->rms_eps));
-    VKL_TRY(record_qkv(m, cmd, l, T, fold ? &l->attn_norm : NULL));
-    /* Q and K heads are adjacent in each qkv row: one norm and one RoPE for both. */
-    uint32_t qk_heads = c->n_head + c->n_head_kv;
-    if (c->has_qk_norm) {
-        k_rms_norm_args a = {.x = bind(&m->qkv),
-                             .weight = bind(&l->qk_norm.buffer),
-                             .out = bind(&m->qkv),
-                             .n_tokens = T,
-                             .heads = qk_heads,
-                             .n = c->head_dim,
-                             .x_stride = m->n_qkv,
-                             .out_stride = m->n_qkv,
-                             .w_split = c->n_head,
-                             .eps = c->rms_eps};
-        VKL_TRY(k_rms_norm_ex(ctx, cmd, &a));
-    }
-    gpu_binding freq_factors =
-        m->rope_freqs.present ? bind(&m->rope_freqs.buffer) : (gpu_binding){0};
-    k_rope_mode mode = c->rope_neox ? K_ROPE_NEOX : K_ROPE_NORM;
-    /* RoPE of Q and K and the K/V cache write in one dispatch (the qkv row holds Q, K,
-     * V heads of one head_dim, checked at create), else RoPE here and kv_write in
-     * record_attention. */
-    bool fuse_rope_kv = !(m->options.no_fusion & EXEC_FUSE_ROPE_KV);
-    if (fuse_rope_kv) {
-        k_rope_kv_args r = {.qkv = bind(&m->qkv),
-                            .n_tokens = T,
-                            .n_head = c->n_head,
-                            .x_stride = m->n_qkv,
-                            .positions = in->positions,
-                            .freq_factors = freq_factors,
-                            .slots = in->slots,
-                            .k_cache = bind(&l->k_cache),
-                            .v_cache = bind(&l->v_cache),
-                            .n_rot = c->n_rot,
-                            .freq_base = model_rope_base(c, il),
-                            .freq_scale = model_rope_scale(c, il),
-                            .mode = mode};
-        VKL_TRY(k_rope_kv_write(ctx, cmd, &m->kv, &r));
-    } else {
-        k_rope_args r = {.x = bind(&m->qkv),
-                         .positions = in->positions,
-                         .freq_factors = freq_factors,
-                         .out = bind(&m->qkv),
-                         .n_tokens = T,
-                         .n_heads = qk_heads,
-                         .head_dim = c->head_dim,
-                         .n_rot = c->n_rot,
-                         .x_stride = m->n_qkv,
-                         .out_stride = m->n_qkv,
-                         .freq_base = model_rope_base(c, il),
-                         .freq_scale = model_rope_scale(c, il),
-                         .mode = mode};
-        VKL_TRY(k_rope_ex(ctx, cmd, &r));
-    }
-    VKL_TRY(record_attention(m, cmd, il, in, T, fuse_rope_kv));
-    VKL_TRY(project_to_residual(m, cmd, &l->wo, &m->attn, &l->post_attn_norm, T, NULL));
-
-    const exec_tensor *ffn_parts[3] = {&l->ffn_gate_up, &l->ffn_gate, &l->ffn_up};
-    fold = norm_folds(m, ffn_parts, 3, &l->ffn_norm, T);
-    if (!fold)
-        VKL_TRY(k_rms_norm(ctx, cmd, bind(&m->x), bind(&l->ffn_norm.buffer), bind(&m->h), T,
-                           c->n_embd, c->rms_eps));
-    VKL_TRY(record_gate_up(m, cmd, l, T, fold ? &l->ffn_norm : NULL));
-    k_glu_kind glu = c->act == MODEL_ACT_GELU_TANH ? K_GLU_GELU_TANH : K_GLU_SILU;
-    /* the GLU folds into the down product where it runs matvec_dp4a (decode) */
-    if (glu_folds(m, &l->ffn_down, glu, T))
-        return project_to_residual(m, cmd, &l->ffn_down, &m->gu, &l->post_ffw_norm, T, &glu);
-    VKL_TRY(k_glu_fused(ctx, cmd, glu, bind(&m->gu), bind(&m->act), T, c->n_ff));
-    VKL_TRY(project_to_residual(m, cmd, &l->ffn_down, &m->act, &l->post_ffw_norm, T, NULL));
-    return VKLLM_OK;
-}
-
-/* Gathers the rows that need logits, applies the final norm and the LM head. */
 /* Records the readback of the wanted logits rows (runs of consecutive rows in one
  * copy each); returns the bytes. */
 static uint64_t record_logits_readback(exec_model *m, gpu_cmd *cmd, uint32_t n_rows,
@@ -992,8 +630,9 @@ static vkllm_status record_topk(exec_model *m, gpu_cmd *cmd, uint32_t n_rows,
     uint32_t k = o->topk_k, n_vocab = m->cfg.n_vocab;
     gpu_binding inv_t;
     VKL_TRY(ring_copy(m->ctx, o->inv_temperature, (uint64_t)n_rows * 4, &inv_t));
-    VKL_TRY(k_topk(m->ctx, cmd, bind(&m->logits), inv_t, bind(&m->topk_ids), bind(&m->topk_values),
-                   bind(&m->topk_stats), n_rows, n_vocab, n_vocab, k));
+    VKL_TRY(k_topk(m->ctx, cmd, exec_bind(&m->logits), inv_t, exec_bind(&m->topk_ids),
+                   exec_bind(&m->topk_values), exec_bind(&m->topk_stats), n_rows, n_vocab, n_vocab,
+                   k));
     uint64_t list = (uint64_t)n_rows * k * 4;
     gpu_cmd_copy(cmd, &m->topk_ids, 0, &m->topk_readback, 0, list);
     gpu_cmd_copy(cmd, &m->topk_values, 0, &m->topk_readback, list, list);
@@ -1001,7 +640,7 @@ static vkllm_status record_topk(exec_model *m, gpu_cmd *cmd, uint32_t n_rows,
     m->last_readback_bytes += 2 * list + (uint64_t)n_rows * 16;
     return VKLLM_OK;
 }
-
+/* Gathers the rows that need logits, applies the final norm and the LM head. */
 static vkllm_status record_head(exec_model *m, gpu_cmd *cmd, const exec_step_plan *plan,
                                 uint32_t n_rows, const exec_step_outputs *o) {
     bool want_logits = o->logits != NULL, want_argmax = o->argmax != NULL;
@@ -1015,12 +654,12 @@ static vkllm_status record_head(exec_model *m, gpu_cmd *cmd, const exec_step_pla
         gpu_cmd_copy(cmd, &m->x, row * t, &m->last, row * r, row);
         r++;
     }
-    VKL_TRY(k_rms_norm(m->ctx, cmd, bind(&m->last), bind(&m->output_norm.buffer), bind(&m->last),
-                       n_rows, c->n_embd, c->rms_eps));
-    VKL_TRY(matmul(m, cmd, lm_head(m), &m->last, &m->logits, NULL, n_rows));
+    VKL_TRY(k_rms_norm(m->ctx, cmd, exec_bind(&m->last), exec_bind(&m->output_norm.buffer),
+                       exec_bind(&m->last), n_rows, c->n_embd, c->rms_eps));
+    VKL_TRY(exec_matmul(m, cmd, lm_head(m), &m->last, &m->logits, NULL, n_rows));
     uint32_t n_logits = n_rows * c->n_vocab;
     if (c->final_logit_softcap > 0)
-        VKL_TRY(k_softcap(m->ctx, cmd, bind(&m->logits), bind(&m->logits), n_logits,
+        VKL_TRY(k_softcap(m->ctx, cmd, exec_bind(&m->logits), exec_bind(&m->logits), n_logits,
                           c->final_logit_softcap));
     if (want_argmax) {
         gpu_pipeline *argmax;
@@ -1028,7 +667,7 @@ static vkllm_status record_head(exec_model *m, gpu_cmd *cmd, const exec_step_pla
             .shader = "argmax_f32", .num_bindings = 2, .push_constant_size = 8};
         VKL_TRY(gpu_pipeline_get(m->ctx, &desc, &argmax));
         uint32_t push[2] = {c->n_vocab, c->n_vocab};
-        gpu_binding b[2] = {bind(&m->logits), {.buffer = &m->argmax_out, .writable = true}};
+        gpu_binding b[2] = {exec_bind(&m->logits), {.buffer = &m->argmax_out, .writable = true}};
         gpu_cmd_dispatch(cmd, argmax, b, 2, push, sizeof push, n_rows, 1, 1);
         gpu_cmd_copy(cmd, &m->argmax_out, 0, &m->argmax_readback, 0, (uint64_t)n_rows * 4);
         m->last_readback_bytes += (uint64_t)n_rows * 4;
@@ -1043,15 +682,16 @@ static vkllm_status record_step(exec_model *m, gpu_cmd *cmd, const exec_step_pla
                                 uint32_t n_rows, const exec_step_outputs *o) {
     const model_config *c = &m->cfg;
     uint32_t T = plan->n_tokens;
-    step_inputs in;
+    exec_step_inputs in;
     VKL_TRY(upload_inputs(m, plan, &in));
     gpu_cmd_timestamp(cmd, "step begin");
-    VKL_TRY(k_get_rows(m->ctx, cmd, &m->token_embd.weight, in.tokens, bind(&m->x), T));
+    VKL_TRY(k_get_rows(m->ctx, cmd, &m->token_embd.weight, in.tokens, exec_bind(&m->x), T));
     if (c->embed_scale != 1.0f)
-        VKL_TRY(k_scale(m->ctx, cmd, bind(&m->x), bind(&m->x), T * c->n_embd, c->embed_scale));
+        VKL_TRY(k_scale(m->ctx, cmd, exec_bind(&m->x), exec_bind(&m->x), T * c->n_embd,
+                        c->embed_scale));
     int32_t every = m->options.flush_layers;
     for (uint32_t il = 0; il < c->n_layer; il++) {
-        VKL_TRY(record_layer(m, cmd, il, &in, T));
+        VKL_TRY(exec_record_layer(m, cmd, il, &in, T));
         if (every > 0 && il % (uint32_t)every == 0 && il + 1 < c->n_layer)
             VKL_TRY(gpu_cmd_flush(cmd));
     }
