@@ -305,9 +305,8 @@ static vkllm_status mm_run_matvec(gpu_context *ctx, gpu_cmd *cmd, const k_matmul
                         "arithmetic");
     uint32_t wg = f->kind == GPU_KIND_CPU ? 64 : (a->w->cols / 8 >= 512 ? 128 : 64);
     if (wg > f->max_workgroup_invocations) wg = f->max_workgroup_invocations;
-    uint32_t sg_min =
-        f->subgroup_size_control && f->subgroup_min_size ? f->subgroup_min_size : f->subgroup_size;
-    if (sg_min == 0 || sg_min > wg) sg_min = wg;
+    uint32_t sg_min = mv_sg_min(f);
+    if (sg_min > wg) sg_min = wg;
     char name[64];
     snprintf(name, sizeof name, "matvec_%s%s", l->suffix,
              reduce == K_REDUCE_SUBGROUP ? "" : "_portable");

@@ -241,9 +241,7 @@ vkllm_status dp_run(gpu_context *ctx, gpu_cmd *cmd, const k_matmul_args *a, cons
  * token). */
 static bool dp_norm_prologue_fits(const gpu_features *f, const k_matmul_args *a,
                                   const dp_config *dp) {
-    uint32_t sg_min =
-        f->subgroup_size_control && f->subgroup_min_size ? f->subgroup_min_size : f->subgroup_size;
-    uint32_t subgroups = dp->wg / (sg_min ? sg_min : 1u);
+    uint32_t subgroups = dp->wg / mv_sg_min(f); /* mv_sg_min is >= 1 */
     return (uint64_t)a->w->cols >= 4ull * (subgroups ? subgroups : 1u);
 }
 
