@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "common/test_gpu.h"
+#include "common/test_quant.h"
 #include "common/test_util.h"
 #include "exec/k_matmul.h"
 #include "exec/k_ops.h"
@@ -42,24 +43,6 @@ typedef struct glu_case {
 
 static gpu_binding bind(const gpu_buffer *b, bool writable) {
     return (gpu_binding){.buffer = b, .writable = writable};
-}
-
-/* Random quant bytes with fp16 scales in sane ranges (random scales would give NaN/Inf). */
-static void random_blocks(test_rng *rng, ggml_type type, uint64_t n, uint8_t *dst) {
-    ggml_type_info info = ggml_type_get_info(type);
-    for (uint64_t b = 0; b < n / info.block_elems; b++) {
-        uint8_t *blk = dst + b * info.block_bytes;
-        for (uint32_t i = 0; i < info.block_bytes; i++)
-            blk[i] = (uint8_t)test_rng_next(rng);
-        uint16_t d = test_f32_to_f16(test_rng_uniform(rng, -0.02f, 0.02f));
-        uint16_t m = test_f32_to_f16(test_rng_uniform(rng, 0.0f, 0.002f));
-        if (type == GGML_TYPE_Q6_K) {
-            memcpy(blk + 208, &d, 2);
-        } else {
-            memcpy(blk, &d, 2);
-            if (type == GGML_TYPE_Q4_K) memcpy(blk + 2, &m, 2);
-        }
-    }
 }
 
 /* The activations in double, from their definitions (model.h): silu(z) = z / (1 + e^-z),
@@ -84,7 +67,7 @@ static void run_case(const glu_case *c) {
     uint64_t w_size = (row_bytes * rows + 15) & ~15ull;
     float *deq = malloc(sizeof(float) * rows * cols);
     uint8_t *wq = calloc(1, w_size);
-    random_blocks(&rng, c->type, (uint64_t)rows * cols, wq);
+    test_random_quant_blocks(&rng, c->type, (uint64_t)rows * cols, wq);
     cr_assert(quant_dequantize(c->type, wq, deq, (uint64_t)rows * cols) == VKLLM_OK, "%s", label);
     float *gu = malloc(sizeof(float) * nt * xs);
     test_poison(gu, (size_t)nt * xs); /* the padding past 2 cols must not be read */
