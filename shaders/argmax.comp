@@ -36,7 +36,8 @@ void main() {
         float v[UNROLL];
         [[unroll]] for (uint k = 0u; k < UNROLL; k++) {
             uint c = c0 + 256u * k;
-            v[k] = c < pc.n_cols ? logits[row * pc.row_stride + c] : 0.0;
+            // an in-bounds load and a select (OpSelect), not a branch around the load
+            v[k] = mix(0.0, logits[row * pc.row_stride + min(c, pc.n_cols - 1u)], c < pc.n_cols);
         }
         [[unroll]] for (uint k = 0u; k < UNROLL; k++) {
             uint c = c0 + 256u * k;

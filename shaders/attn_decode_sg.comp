@@ -206,9 +206,12 @@ void main() {
             }
             [[unroll]] for (uint c = 0u; c < NCH; c++) {
                 uint quad = lane + c * LANES;
-                bool live = quad < QUADS;
-                kw[i * NCH + c] = live ? k_cache[row + quad] : uvec2(0u);
-                vw[i * NCH + c] = live ? v_cache[row + quad] : uvec2(0u);
+                // In-bounds loads for every lane and a select on the values (mix with a
+                // bool is OpSelect): `live ? load : 0` compiles to a branch around each load.
+                bvec2 live = bvec2(quad < QUADS);
+                uint at = row + min(quad, QUADS - 1u);
+                kw[i * NCH + c] = mix(uvec2(0u), k_cache[at], live);
+                vw[i * NCH + c] = mix(uvec2(0u), v_cache[at], live);
             }
         }
         [[unroll]] for (uint g = 0u; g < HEADS; g++) {

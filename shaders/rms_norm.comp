@@ -65,7 +65,9 @@ void main() {
     if (cached) {
         [[unroll]] for (uint k = 0u; k < CACHED; k++) {
             uint i = lid + k * BLOCK_SIZE;
-            v[k] = i < pc.n ? x[base + i] : 0.0;
+            // an in-bounds load and a select (mix with a bool is OpSelect), not a branch
+            // around the load (what `i < n ? x[..] : 0` compiles to)
+            v[k] = mix(0.0, x[base + min(i, pc.n - 1u)], i < pc.n);
         }
         [[unroll]] for (uint k = 0u; k < CACHED; k++) sum_squares += v[k] * v[k];
     } else {
