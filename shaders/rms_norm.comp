@@ -21,7 +21,6 @@
 // variant: rms_norm_add FUSED_ADD
 // variant: rms_norm_add_sg FUSED_ADD USE_SUBGROUP
 #extension GL_GOOGLE_include_directive : require
-#extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 0) const uint BLOCK_SIZE = 256;
 layout(local_size_x_id = 0) in;
@@ -54,45 +53,14 @@ void main() {
     uint obase = pc.out_offset + token * pc.out_stride + head * pc.n;
     uint wbase = head >= pc.w_split ? pc.n : 0u;
 
-    /* Rows of up to CACHED * BLOCK_SIZE elements stay in registers: every load of a pass
-     * is issued before the first is used (unrolled), where a plain strided loop waits a
-     * full memory latency per iteration (14 µs for one 4096-row on an H100, against a few
-     * µs). Longer rows re-read x in a loop. */
-    const uint CACHED = 32u;
-    bool cached = pc.n <= CACHED * BLOCK_SIZE;
-    float v[CACHED];
     float sum_squares = 0.0;
-    if (cached) {
-        [[unroll]] for (uint k = 0u; k < CACHED; k++) {
-            uint i = lid + k * BLOCK_SIZE;
-            // an in-bounds load and a select (mix with a bool is OpSelect), not a branch
-            // around the load (what `i < n ? x[..] : 0` compiles to)
-            v[k] = mix(0.0, x[base + min(i, pc.n - 1u)], i < pc.n);
-        }
-        [[unroll]] for (uint k = 0u; k < CACHED; k++) sum_squares += v[k] * v[k];
-    } else {
-        for (uint i = lid; i < pc.n; i += BLOCK_SIZE) {
-            float xi = x[base + i];
-            sum_squares += xi * xi;
-        }
+    for (uint i = lid; i < pc.n; i += BLOCK_SIZE) {
+        float v = x[base + i];
+        sum_squares += v * v;
     }
     sum_squares = ops_wg_sum(sum_squares);
     float inv_rms = inversesqrt(sum_squares / float(pc.n) + pc.eps);
 
-    if (cached) {
-        [[unroll]] for (uint k = 0u; k < CACHED; k++) {
-            uint i = lid + k * BLOCK_SIZE;
-            if (i < pc.n) {
-                float normed = v[k] * inv_rms * w[wbase + i];
-#ifdef FUSED_ADD
-                out_values[obase + i] += normed;
-#else
-                out_values[obase + i] = normed;
-#endif
-            }
-        }
-        return;
-    }
     for (uint i = lid; i < pc.n; i += BLOCK_SIZE) {
         float normed = x[base + i] * inv_rms * w[wbase + i];
 #ifdef FUSED_ADD

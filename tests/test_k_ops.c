@@ -254,7 +254,7 @@ static const uint32_t row_shapes[][2] = {
     {300, 1},  {300, 7},
     {37, 641}, {17, 2049},
     {9, 4099}, {44, 256} /* 11 tokens x 4 heads */,
-    {64, 128}, {3, 8195} /* past rms_norm's 32 x 256 cached elements: its loop path */,
+    {64, 128}, {3, 8195} /* rows of more than 32 sweeps of a 256-wide workgroup */,
 };
 #define N_ROW_SHAPES (sizeof row_shapes / sizeof row_shapes[0])
 
