@@ -16,9 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "exec/k_ops.h"
+#include "common/clock.h"
 #include "exec/k_sample.h"
 
 /* The tensors of a layer as the file has them, and the device slots of a layer in the
@@ -515,12 +515,6 @@ double exec_last_step_record_ms(const exec_model *m) {
     return m->last_record_ms;
 }
 
-static double monotonic_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
 uint32_t exec_last_step_barriers(const exec_model *m) {
     return m->last_barriers;
 }
@@ -726,9 +720,9 @@ vkllm_status exec_step_ex(exec_model *m, const exec_step_plan *plan, const exec_
     m->last_readback_bytes = 0;
     gpu_cmd *cmd;
     VKL_TRY(gpu_cmd_begin(m->ctx, &cmd));
-    double record_start = monotonic_ms();
+    double record_start = vkl_monotonic_s();
     vkllm_status s = record_step(m, cmd, plan, n_rows, o);
-    m->last_record_ms = monotonic_ms() - record_start;
+    m->last_record_ms = (vkl_monotonic_s() - record_start) * 1e3;
     if (s != VKLLM_OK) {
         /* Submitting an unfinished recording would run half a step; gpu_cmd_submit
          * still frees it, so submit only after recording a barrier-only tail. */

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "gpu_internal.h"
+#include "common/clock.h"
 
 const gpu_shader_blob *gpu_find_shader(const char *name) {
     if (!name) return NULL;
@@ -452,9 +452,7 @@ static bool gpu_desc_equal(const gpu_pipeline *p, const gpu_pipeline_desc *d) {
 }
 
 static double gpu_now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+    return vkl_monotonic_s() * 1e3;
 }
 
 static vkllm_status gpu_check_desc(gpu_context *ctx, const gpu_pipeline_desc *d,

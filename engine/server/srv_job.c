@@ -8,10 +8,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
+
 double srv_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return vkl_monotonic_s();
 }
 
 srv_job *srv_job_create(const srv_backend *backend, void *backend_ctx, size_t n_subs,
