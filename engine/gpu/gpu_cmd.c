@@ -120,6 +120,7 @@ static void gpu_cmd_release(gpu_cmd *cmd) {
     if (!cmd->internal && ctx->live_user_cmds > 0 && --ctx->live_user_cmds == 0)
         gpu_ring_recycle(ctx);
     free(cmd->accesses);
+    free(cmd->labels);
     free(cmd);
 }
 
@@ -455,6 +456,18 @@ void gpu_cmd_timestamp(gpu_cmd *cmd, const char *label) {
     if (!cmd || cmd->error) return;
     gpu_context *ctx = cmd->ctx;
     if (!ctx->info.features.timestamps || cmd->num_timestamps >= GPU_MAX_TIMESTAMPS) return;
+    if (cmd->num_timestamps == cmd->labels_cap) {
+        uint32_t cap = cmd->labels_cap ? 2 * cmd->labels_cap : 16;
+        if (cap > GPU_MAX_TIMESTAMPS) cap = GPU_MAX_TIMESTAMPS;
+        void *grown = realloc(cmd->labels, (size_t)cap * GPU_LABEL_MAX);
+        if (!grown) {
+            gpu_cmd_set_error(cmd, vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY,
+                                            "gpu_cmd_timestamp: labels of %u timestamps", cap));
+            return;
+        }
+        cmd->labels = grown;
+        cmd->labels_cap = cap;
+    }
     if (cmd->num_timestamps == 0) cmd->ts_slot = cmd->slot;
     gpu_cmd_slot *slot = cmd->ts_slot;
     if (!slot->query_pool) {

@@ -184,7 +184,10 @@ struct gpu_cmd {
     uint32_t sets_in_pool;
     uint32_t barriers; /* recorded automatically or forced (for tests/stats) */
     uint32_t num_timestamps;
-    char labels[GPU_MAX_TIMESTAMPS][GPU_LABEL_MAX];
+    /* labels of the timestamps so far; grown on demand (a step writes 2, a profiled one
+     * several hundred), so a command does not carry GPU_MAX_TIMESTAMPS of them */
+    char (*labels)[GPU_LABEL_MAX];
+    uint32_t labels_cap;
 };
 
 vkllm_status gpu_cmd_begin_internal(gpu_context *ctx, bool internal, gpu_cmd **out);
