@@ -246,6 +246,13 @@ Test(bench_smoke, kernels) {
     jval *root = jload(json);
     jpos(jget(root, "copy"), "gbps");
     cr_assert_eq(jnum(root, "failures"), 0);
+    /* 1 and 16 workgroups, without and with a timestamp after each dispatch */
+    const jval *floor = jarr(root, "dispatch_floor", 4);
+    for (size_t i = 0; i < floor->n; i++) {
+        jpos(floor->kids[i], "us_per_dispatch");
+        cr_assert_eq(jnum(floor->kids[i], "workgroups"), i < 2 ? 1 : 16);
+        cr_assert_eq(jnum(floor->kids[i], "timestamp_after_each"), i % 2);
+    }
     /* 3 types x 4 shapes x 2 batches x (matvec, tiled) (+ coopmat where the device has it) */
     bool coopmat = jget(jget(root, "device"), "coopmat_nv")->num != 0;
     const jval *mm = jarr(root, "matmul", (size_t)-1);

@@ -315,6 +315,7 @@ enum {
     EXT_MAINTENANCE4,
     EXT_NON_SEMANTIC_INFO,
     EXT_PORTABILITY_SUBSET,
+    EXT_EXECUTABLE_PROPERTIES,
     EXT_COUNT
 };
 
@@ -336,6 +337,7 @@ static const gpu_ext_def gpu_ext_defs[EXT_COUNT] = {
     [EXT_MAINTENANCE4] = {"VK_KHR_maintenance4", VK_API_VERSION_1_3},
     [EXT_NON_SEMANTIC_INFO] = {"VK_KHR_shader_non_semantic_info", VK_API_VERSION_1_3},
     [EXT_PORTABILITY_SUBSET] = {"VK_KHR_portability_subset", 0},
+    [EXT_EXECUTABLE_PROPERTIES] = {"VK_KHR_pipeline_executable_properties", 0},
 };
 
 /* Every feature/property struct we may chain, for one device. */
@@ -355,6 +357,7 @@ typedef struct gpu_chain {
     VkPhysicalDeviceScalarBlockLayoutFeatures scalar_block;
     VkPhysicalDeviceShaderSubgroupExtendedTypesFeatures extended_types;
     VkPhysicalDeviceMaintenance4Features maintenance4;
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR executable_properties;
 
     VkPhysicalDeviceProperties2 properties;
     VkPhysicalDeviceSubgroupProperties subgroup;
@@ -383,6 +386,9 @@ static void gpu_chain_query(VkPhysicalDevice physical, uint32_t api, bool allow_
         c->usable[e] = c->has_ext[e] || (gpu_ext_defs[e].core && api >= gpu_ext_defs[e].core);
     }
     if (!allow_khr_coopmat) c->has_ext[EXT_COOPMAT_KHR] = c->usable[EXT_COOPMAT_KHR] = false;
+    /* statistics capture is for diagnosis only (VKLLM_PIPELINE_STATS): not enabled otherwise */
+    if (!gpu_env_pipeline_stats())
+        c->has_ext[EXT_EXECUTABLE_PROPERTIES] = c->usable[EXT_EXECUTABLE_PROPERTIES] = false;
     free(exts);
 
     void **tail = &c->features.pNext;
@@ -416,6 +422,9 @@ static void gpu_chain_query(VkPhysicalDevice physical, uint32_t api, bool allow_
                   VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SUBGROUP_EXTENDED_TYPES_FEATURES);
     if (c->usable[EXT_MAINTENANCE4])
         GPU_CHAIN(tail, c->maintenance4, VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_FEATURES);
+    if (c->usable[EXT_EXECUTABLE_PROPERTIES])
+        GPU_CHAIN(tail, c->executable_properties,
+                  VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR);
     vkGetPhysicalDeviceFeatures2(physical, &c->features);
 
     tail = &c->properties.pNext;
@@ -552,6 +561,8 @@ static bool gpu_describe_device(VkPhysicalDevice physical, uint32_t instance_api
     f->subgroup_extended_types = c->extended_types.shaderSubgroupExtendedTypes;
     f->pipeline_creation_feedback = c->usable[EXT_CREATION_FEEDBACK];
     info->feedback = f->pipeline_creation_feedback;
+    info->executable_statistics =
+        c->has_ext[EXT_EXECUTABLE_PROPERTIES] && c->executable_properties.pipelineExecutableInfo;
 
     f->subgroup_size = c->subgroup.subgroupSize;
     f->subgroup_min_size = f->subgroup_max_size = f->subgroup_size;

@@ -58,14 +58,20 @@ typedef struct gpu_device_info {
     uint64_t non_coherent_atom_size;
     uint64_t max_buffer_size; /* 0 if the device does not say */
     bool compute_full_subgroups;
-    bool feedback;          /* VK_EXT_pipeline_creation_feedback or Vulkan 1.3 */
-    bool allow_khr_coopmat; /* false under a validation layer too old to know it */
+    bool feedback;              /* VK_EXT_pipeline_creation_feedback or Vulkan 1.3 */
+    bool executable_statistics; /* VK_KHR_pipeline_executable_properties (registers, spills) */
+    bool allow_khr_coopmat;     /* false under a validation layer too old to know it */
     uint8_t pipeline_cache_uuid[VK_UUID_SIZE];
     uint32_t driver_version;
     /* extensions present on the device (NULL-terminated names from a static table) */
     const char *extensions[32];
     uint32_t num_extensions;
 } gpu_device_info;
+
+/* VKLLM_PIPELINE_STATS set (not "0"): every pipeline created prints the driver's
+ * statistics for it (registers, spills, shared memory: whatever the driver reports) to
+ * stderr, where VK_KHR_pipeline_executable_properties is available. */
+bool gpu_env_pipeline_stats(void);
 
 /* Enumerates devices of `instance` with their features (malloc'ed array). */
 vkllm_status gpu_query_devices(VkInstance instance, uint32_t instance_api, bool allow_khr_coopmat,

@@ -514,6 +514,64 @@ static vkllm_status gpu_check_desc(gpu_context *ctx, const gpu_pipeline_desc *d,
     return VKLLM_OK;
 }
 
+bool gpu_env_pipeline_stats(void) {
+    const char *v = getenv("VKLLM_PIPELINE_STATS");
+    return v && v[0] && strcmp(v, "0") != 0;
+}
+
+/* One stderr line per executable: "pipeline stats: <shader> spec=a,b,..: name=value ...".
+ * A diagnosis aid (why a kernel runs below its budget: register count, spills), so
+ * failures to query are silent. */
+static void gpu_pipeline_print_statistics(gpu_context *ctx, VkPipeline pipeline,
+                                          const gpu_pipeline_desc *desc) {
+    if (!ctx->vk.vkGetPipelineExecutablePropertiesKHR ||
+        !ctx->vk.vkGetPipelineExecutableStatisticsKHR)
+        return;
+    VkPipelineInfoKHR pinfo = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pipeline};
+    VkPipelineExecutablePropertiesKHR props[4];
+    uint32_t n_exec = 4;
+    for (uint32_t i = 0; i < n_exec; i++)
+        props[i] = (VkPipelineExecutablePropertiesKHR){
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_PROPERTIES_KHR};
+    if (ctx->vk.vkGetPipelineExecutablePropertiesKHR(ctx->device, &pinfo, &n_exec, props) < 0)
+        return;
+    char spec[160] = "";
+    for (uint32_t i = 0, at = 0; i < desc->num_spec_constants && at < sizeof spec - 12; i++)
+        at += (uint32_t)snprintf(spec + at, sizeof spec - at, "%s%u", i ? "," : "",
+                                 desc->spec_constants[i]);
+    for (uint32_t e = 0; e < n_exec; e++) {
+        VkPipelineExecutableInfoKHR einfo = {.sType =
+                                                 VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
+                                             .pipeline = pipeline,
+                                             .executableIndex = e};
+        VkPipelineExecutableStatisticKHR stats[24];
+        uint32_t n_stats = 24;
+        for (uint32_t i = 0; i < n_stats; i++)
+            stats[i] = (VkPipelineExecutableStatisticKHR){
+                .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+        if (ctx->vk.vkGetPipelineExecutableStatisticsKHR(ctx->device, &einfo, &n_stats, stats) < 0)
+            continue;
+        fprintf(stderr, "pipeline stats: %s spec=%s [%s]:", desc->shader, spec, props[e].name);
+        for (uint32_t i = 0; i < n_stats; i++) {
+            const VkPipelineExecutableStatisticKHR *st = &stats[i];
+            switch (st->format) {
+            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+                fprintf(stderr, " %s=%s;", st->name, st->value.b32 ? "true" : "false");
+                break;
+            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+                fprintf(stderr, " %s=%lld;", st->name, (long long)st->value.i64);
+                break;
+            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+                fprintf(stderr, " %s=%llu;", st->name, (unsigned long long)st->value.u64);
+                break;
+            default:
+                fprintf(stderr, " %s=%g;", st->name, st->value.f64);
+            }
+        }
+        fputc('\n', stderr);
+    }
+}
+
 vkllm_status gpu_pipeline_get(gpu_context *ctx, const gpu_pipeline_desc *desc, gpu_pipeline **out) {
     *out = NULL;
     if (!desc || !desc->shader)
@@ -566,18 +624,22 @@ vkllm_status gpu_pipeline_get(gpu_context *ctx, const gpu_pipeline_desc *desc, g
         .pPipelineStageCreationFeedbacks = &stage_feedback,
     };
     if (ctx->info.feedback) info.pNext = &feedback_info;
+    bool capture = ctx->info.executable_statistics;
+    if (capture) info.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
 
     gpu_pipeline *p = calloc(1, sizeof *p);
     if (!p) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "pipeline record");
     double start = gpu_now_ms();
-    VkResult r = ctx->vk.vkCreateComputePipelines(ctx->device, ctx->pipeline_cache, 1, &info, NULL,
-                                                  &p->pipeline);
+    /* a cache hit may carry no statistics: capture compiles afresh */
+    VkResult r = ctx->vk.vkCreateComputePipelines(
+        ctx->device, capture ? VK_NULL_HANDLE : ctx->pipeline_cache, 1, &info, NULL, &p->pipeline);
     ctx->pipeline_stats.create_ms += gpu_now_ms() - start;
     if (r < 0) {
         free(p);
         return gpu_vk_fail(r, "vkCreateComputePipelines", "shader %s", desc->shader);
     }
     ctx->pipeline_stats.created++;
+    if (capture) gpu_pipeline_print_statistics(ctx, p->pipeline, desc);
     if ((feedback.flags & VK_PIPELINE_CREATION_FEEDBACK_VALID_BIT) &&
         (feedback.flags & VK_PIPELINE_CREATION_FEEDBACK_APPLICATION_PIPELINE_CACHE_HIT_BIT))
         ctx->pipeline_stats.cache_hits++;

@@ -146,6 +146,70 @@ static bool bench_copy(kb_ctx *k, bool small) {
     return true;
 }
 
+/* ---------------------------------------------------------------- dispatch floor */
+
+/* The fixed GPU cost of one dependent dispatch: a chain of tiny copies, each reading the
+ * previous one's output (so the recorder puts a barrier between every two), with and
+ * without a timestamp after each. Decode runs a few hundred such dependent dispatches per
+ * token, so this floor times the dispatch count is what no kernel change removes. */
+static bool bench_dispatch_floor(kb_ctx *k) {
+    enum { CHAIN = 256, ELEMS = 4096 };
+    uint64_t size = ELEMS * 16;
+    gpu_buffer a = {0}, b = {0};
+    gpu_pipeline *pipe;
+    gpu_pipeline_desc desc = {.shader = "copy_vec4", .num_bindings = 2, .push_constant_size = 4};
+    vkllm_status st = gpu_buffer_create(k->gpu, size, GPU_MEMORY_DEVICE, &a);
+    if (st == VKLLM_OK) st = gpu_buffer_create(k->gpu, size, GPU_MEMORY_DEVICE, &b);
+    if (st == VKLLM_OK) st = gpu_pipeline_get(k->gpu, &desc, &pipe);
+    if (st == VKLLM_OK) st = fill(k, &a, BENCH_FILL_WORD);
+    uint32_t count = ELEMS;
+    static const uint32_t groups[2] = {1, 16};
+    bench_json_array(k->json, "dispatch_floor");
+    for (int g = 0; g < 2 && st == VKLLM_OK; g++) {
+        for (int stamped = 0; stamped < 2 && st == VKLLM_OK; stamped++) {
+            double ms = NAN;
+            for (int pass = 0; pass < 2 && st == VKLLM_OK; pass++) {
+                gpu_cmd *cmd;
+                st = gpu_cmd_begin(k->gpu, &cmd);
+                if (st != VKLLM_OK) break;
+                gpu_binding ab[2] = {bind(&a, 0, size, false), bind(&b, 0, size, true)};
+                gpu_binding ba[2] = {bind(&b, 0, size, false), bind(&a, 0, size, true)};
+                gpu_cmd_timestamp(cmd, "start");
+                for (uint32_t i = 0; i < CHAIN; i++) {
+                    gpu_cmd_dispatch(cmd, pipe, i % 2 ? ba : ab, 2, &count, 4, groups[g], 1, 1);
+                    if (stamped || i + 1 == CHAIN) gpu_cmd_timestamp(cmd, "d");
+                }
+                st = gpu_cmd_submit(cmd);
+                if (pass == 1 && st == VKLLM_OK) {
+                    const char **labels;
+                    const double *stamps;
+                    uint32_t n = gpu_last_timestamps(k->gpu, &labels, &stamps);
+                    if (n >= 2 && k->f->timestamps) ms = stamps[n - 1] - stamps[0];
+                }
+            }
+            if (st != VKLLM_OK) break;
+            double us = ms * 1e3 / CHAIN;
+            printf("dispatch floor: %d dependent copies of %u KiB, %u workgroup(s), %s: %.2f us "
+                   "each\n",
+                   CHAIN, (unsigned)(size / 1024), groups[g],
+                   stamped ? "timestamp after each" : "no timestamps", us);
+            bench_json_object(k->json, NULL);
+            bench_json_int(k->json, "workgroups", groups[g]);
+            bench_json_int(k->json, "timestamp_after_each", stamped);
+            bench_json_num(k->json, "us_per_dispatch", us);
+            bench_json_end_object(k->json);
+        }
+    }
+    bench_json_end_array(k->json);
+    gpu_buffer_destroy(k->gpu, &a);
+    gpu_buffer_destroy(k->gpu, &b);
+    if (st != VKLLM_OK) {
+        fprintf(stderr, "vkllm bench kernels: dispatch floor: %s\n", vkllm_last_error());
+        return false;
+    }
+    return true;
+}
+
 /* ---------------------------------------------------------------- matmul */
 
 typedef struct kb_filter {
@@ -572,7 +636,7 @@ int bench_kernels(int argc, char **argv) {
     bench_json_int(&json, "reps", reps);
     bench_print_device(k.f);
 
-    bool ok = bench_copy(&k, small);
+    bool ok = bench_copy(&k, small) && bench_dispatch_floor(&k);
     printf("%-8s %-8s %-6s %-8s %13s %5s %10s %9s %8s %7s\n", "op", "kernel", "type", "shape",
            "rows x cols", "batch", "ms(med)", "GB/s", "TFLOP/s", "of copy");
     if (ok && do_matmul) {
