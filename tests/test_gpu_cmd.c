@@ -120,6 +120,20 @@ Test(gpu_cmd, dependent_chain_flushed) {
     gpu_context_destroy(ctx);
 }
 
+/* gpu_cmd_wait polling the fence (VKLLM_SPIN_WAIT ms) instead of blocking: long enough to
+ * see the fence signal, and so short that it falls through to vkWaitForFences. The chains'
+ * results (checked word by word) must be the same either way. */
+Test(gpu_cmd, spin_wait_then_block) {
+    gpu_context *ctx = sync_context(false);
+    setenv("VKLLM_SPIN_WAIT", "10000", 1);
+    run_chain_flushed(ctx, 40, 4097, 18, 16);
+    setenv("VKLLM_SPIN_WAIT", "0.000001", 1);
+    run_chain_flushed(ctx, 40, 4097, 19, 16);
+    unsetenv("VKLLM_SPIN_WAIT");
+    cr_assert_eq(gpu_validation_errors(ctx), 0u, "synchronization validation found hazards");
+    gpu_context_destroy(ctx);
+}
+
 /* A recording error after a flush is returned by submit once the submitted parts have
  * finished, and the context goes on working. */
 Test(gpu_cmd, error_after_flush) {
