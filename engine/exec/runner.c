@@ -648,9 +648,7 @@ static vkllm_status record_head(exec_model *m, gpu_cmd *cmd, const exec_step_pla
         gpu_cmd_copy(cmd, &m->x, row * t, &m->last, row * r, row);
         r++;
     }
-    VKL_TRY(k_rms_norm(m->ctx, cmd, exec_bind(&m->last), exec_bind(&m->output_norm.buffer),
-                       exec_bind(&m->last), n_rows, c->n_embd, c->rms_eps));
-    VKL_TRY(exec_matmul(m, cmd, lm_head(m), &m->last, &m->logits, NULL, n_rows));
+    VKL_TRY(exec_matmul_normed(m, cmd, lm_head(m), &m->output_norm, &m->last, &m->logits, n_rows));
     uint32_t n_logits = n_rows * c->n_vocab;
     if (c->final_logit_softcap > 0)
         VKL_TRY(k_softcap(m->ctx, cmd, exec_bind(&m->logits), exec_bind(&m->logits), n_logits,

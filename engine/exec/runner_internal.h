@@ -105,8 +105,11 @@ static inline gpu_binding exec_bind_rows(const gpu_buffer *buffer, uint64_t row_
 /* Records layer il of the step (T tokens, inputs `in`) into cmd (runner_layer.c). */
 vkllm_status exec_record_layer(exec_model *m, gpu_cmd *cmd, uint32_t il, const exec_step_inputs *in,
                                uint32_t T);
-/* y = x · Wᵀ (+ bias) for n_tokens rows, default strides, kernel AUTO (the LM head). */
-vkllm_status exec_matmul(exec_model *m, gpu_cmd *cmd, const exec_tensor *w, const gpu_buffer *x,
-                         const gpu_buffer *y, const exec_tensor *bias, uint32_t n_tokens);
+/* y = rmsnorm(x) ∘ norm · Wᵀ for n_tokens rows, default strides (the LM head after the
+ * output norm). The norm folds into the product where it can (decode on int8 dot-product
+ * devices: x is then left as it is), else x is normalized in place first. */
+vkllm_status exec_matmul_normed(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
+                                const exec_tensor *norm, const gpu_buffer *x, const gpu_buffer *y,
+                                uint32_t n_tokens);
 
 #endif

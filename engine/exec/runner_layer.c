@@ -2,7 +2,7 @@
  * the attention norm, the QKV products, the Q/K norms and RoPE, the KV-cache write and
  * paged attention, the output projection into the residual, then the FFN norm, the
  * gate|up products, the GLU and the down projection into the residual; and the product
- * helper the LM head shares (exec_matmul).
+ * normed product the LM head shares (exec_matmul_normed).
  *
  * Owns the fusion decisions taken at each step (runner_internal.h describes the
  * fusions): whether an RMSNorm folds into the products after it (norm_folds) and the
@@ -163,9 +163,15 @@ static bool glu_folds(const exec_model *m, const exec_tensor *down, k_glu_kind g
     return k_matmul_glu_prologue_applies(gpu_context_features(m->ctx), &a);
 }
 
-vkllm_status exec_matmul(exec_model *m, gpu_cmd *cmd, const exec_tensor *w, const gpu_buffer *x,
-                         const gpu_buffer *y, const exec_tensor *bias, uint32_t n_tokens) {
-    return matmul_cols(m, cmd, w, x, y, 0, 0, bias, n_tokens, false);
+vkllm_status exec_matmul_normed(exec_model *m, gpu_cmd *cmd, const exec_tensor *w,
+                                const exec_tensor *norm, const gpu_buffer *x, const gpu_buffer *y,
+                                uint32_t n_tokens) {
+    const exec_tensor *ws[1] = {w};
+    if (norm_folds(m, ws, 1, norm, n_tokens))
+        return matmul_cols_norm(m, cmd, w, x, y, 0, 0, NULL, n_tokens, false, norm);
+    VKL_TRY(k_rms_norm(m->ctx, cmd, exec_bind(x), exec_bind(&norm->buffer), exec_bind(x), n_tokens,
+                       m->cfg.n_embd, m->cfg.rms_eps));
+    return matmul_cols(m, cmd, w, x, y, 0, 0, NULL, n_tokens, false);
 }
 
 /* x += norm ? rmsnorm(W src) * norm : W src, src = m->attn or m->act (or m->gu with
