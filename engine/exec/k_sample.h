@@ -1,4 +1,4 @@
-/* k_sample.h: host-side launcher of the GPU sampling kernel shaders/topk.comp: per row the
+/* k_sample.h: host-side launchers of the GPU sampling kernels. shaders/topk.comp: per row the
  * k largest logits (sorted, ids and values) and the statistics that let the CPU sampler
  * finish the job from those k candidates (sampler_sample_candidates in sampler.h), so a
  * step reads back k values per row instead of the whole vocabulary.
@@ -26,5 +26,20 @@
 vkllm_status k_topk(gpu_context *ctx, gpu_cmd *cmd, gpu_binding logits, gpu_binding inv_temperature,
                     gpu_binding ids, gpu_binding values, gpu_binding stats, uint32_t rows,
                     uint32_t n_cols, uint32_t row_stride, uint32_t k);
+
+/* Greedy sampling (shaders/argmax.comp): result[r] = the index of row r's largest value
+ * (lowest index among equals, NaN never wins, -1 when every value is NaN).
+ *   logits   [rows][row_stride] f32, n_cols used per row (readonly);
+ *   result   [rows] int32.
+ * With scratch (partials of k_argmax_partials_bytes(rows, n_cols) bytes and counters of
+ * rows * 4 bytes, zero before the first call and left zero by every call), rows of more
+ * than K_ARGMAX_CHUNK values are cut into chunks read by one workgroup each, the last
+ * one to finish merging them (one dispatch); without (bindings with no buffer), one
+ * workgroup walks each row. */
+#define K_ARGMAX_CHUNK 1024u
+uint64_t k_argmax_partials_bytes(uint32_t rows, uint32_t n_cols);
+vkllm_status k_argmax(gpu_context *ctx, gpu_cmd *cmd, gpu_binding logits, gpu_binding result,
+                      gpu_binding partials, gpu_binding counters, uint32_t rows, uint32_t n_cols,
+                      uint32_t row_stride);
 
 #endif

@@ -336,9 +336,15 @@ static vkllm_status create_scratch(exec_model *m) {
     /* The fused decode merge's counters start at 0; every decode leaves them 0. */
     uint64_t counter_bytes = k_attn_decode_counter_bytes(&p, m->options.max_seqs);
     VKL_TRY(scratch_buffer(m, counter_bytes, GPU_MEMORY_DEVICE, &m->decode_counters));
-    void *zeros = calloc(1, counter_bytes);
+    /* so are the chunked argmax's (one per logits row) */
+    VKL_TRY(scratch_buffer(m, k_argmax_partials_bytes((uint32_t)S, c->n_vocab), GPU_MEMORY_DEVICE,
+                           &m->argmax_partials));
+    VKL_TRY(scratch_buffer(m, S * 4, GPU_MEMORY_DEVICE, &m->argmax_counters));
+    uint64_t zero_bytes = counter_bytes > S * 4 ? counter_bytes : S * 4;
+    void *zeros = calloc(1, zero_bytes);
     if (!zeros) return vkl_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "decode counters");
     vkllm_status s = gpu_upload(m->ctx, &m->decode_counters, 0, zeros, counter_bytes);
+    if (s == VKLLM_OK) s = gpu_upload(m->ctx, &m->argmax_counters, 0, zeros, S * 4);
     free(zeros);
     return s;
 }
@@ -487,6 +493,8 @@ void exec_model_destroy(exec_model *m) {
                              &m->logits_readback,
                              &m->argmax_out,
                              &m->argmax_readback,
+                             &m->argmax_partials,
+                             &m->argmax_counters,
                              &m->topk_ids,
                              &m->topk_values,
                              &m->topk_stats,
@@ -654,13 +662,9 @@ static vkllm_status record_head(exec_model *m, gpu_cmd *cmd, const exec_step_pla
         VKL_TRY(k_softcap(m->ctx, cmd, exec_bind(&m->logits), exec_bind(&m->logits), n_logits,
                           c->final_logit_softcap));
     if (want_argmax) {
-        gpu_pipeline *argmax;
-        gpu_pipeline_desc desc = {
-            .shader = "argmax_f32", .num_bindings = 2, .push_constant_size = 8};
-        VKL_TRY(gpu_pipeline_get(m->ctx, &desc, &argmax));
-        uint32_t push[2] = {c->n_vocab, c->n_vocab};
-        gpu_binding b[2] = {exec_bind(&m->logits), {.buffer = &m->argmax_out, .writable = true}};
-        gpu_cmd_dispatch(cmd, argmax, b, 2, push, sizeof push, n_rows, 1, 1);
+        VKL_TRY(k_argmax(m->ctx, cmd, exec_bind(&m->logits), exec_bind(&m->argmax_out),
+                         exec_bind(&m->argmax_partials), exec_bind(&m->argmax_counters), n_rows,
+                         c->n_vocab, c->n_vocab));
         gpu_cmd_copy(cmd, &m->argmax_out, 0, &m->argmax_readback, 0, (uint64_t)n_rows * 4);
         m->last_readback_bytes += (uint64_t)n_rows * 4;
     }

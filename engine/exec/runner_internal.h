@@ -68,7 +68,7 @@ struct exec_model {
     uint32_t n_qkv; /* floats per token of qkv */
     gpu_buffer x, h, qkv, attn, o, gu, act, last, logits, decode_scratch, decode_counters;
     gpu_buffer split_scratch; /* k_matmul_args.split_scratch; no handle when unused */
-    gpu_buffer logits_readback, argmax_out, argmax_readback;
+    gpu_buffer logits_readback, argmax_out, argmax_readback, argmax_partials, argmax_counters;
     /* k_topk outputs [max_seqs][K_TOPK_MAX] ids and values, [max_seqs][4] stats */
     gpu_buffer topk_ids, topk_values, topk_stats, topk_readback;
     uint32_t last_logit_rows; /* logits rows of the last step (exec_read_logits_row) */
