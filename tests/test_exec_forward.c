@@ -56,6 +56,8 @@ typedef struct fixture {
  * its own process). */
 static uint32_t fixture_no_fusion = 0;
 static uint32_t fixture_partition = 0;
+static int32_t fixture_flush_layers = 0; /* exec_options.flush_layers */
+static uint32_t fixture_n_layer = 0;     /* 0: the synthetic model's default */
 
 static void fixture_open_ex(fixture *f, model_arch arch, synth_quant quant, uint32_t block_size,
                             uint32_t max_tokens, bool no_weight_fusion) {
@@ -65,6 +67,7 @@ static void fixture_open_ex(fixture *f, model_arch arch, synth_quant quant, uint
     p.quant = quant;
     p.n_ctx = 1024;
     p.seed = 7 + (uint64_t)arch;
+    if (fixture_n_layer) p.n_layer = fixture_n_layer;
     uint64_t size;
     cr_assert(synth_write_memory(&p, &f->file_data, &size) == VKLLM_OK, "%s", vkllm_last_error());
     cr_assert(gguf_open_memory(f->file_data, size, "synthetic", &f->gguf) == VKLLM_OK, "%s",
@@ -80,7 +83,8 @@ static void fixture_open_ex(fixture *f, model_arch arch, synth_quant quant, uint
                       .max_context = 512,
                       .no_weight_fusion = no_weight_fusion,
                       .no_fusion = fixture_no_fusion,
-                      .partition_size = fixture_partition};
+                      .partition_size = fixture_partition,
+                      .flush_layers = fixture_flush_layers};
     cr_assert(exec_model_create(test_gpu(), f->gguf, &f->cfg, &f->weights, &o, &f->gpu) == VKLLM_OK,
               "%s", vkllm_last_error());
 }
@@ -382,6 +386,40 @@ Test(exec_forward, decode_barriers) {
     cr_assert_eq(dp_on.dispatches, 2 + 6 * layers, "int8 path, every fusion: 6 per layer");
     cr_assert_eq(dp_on.barriers, 3 + 6 * layers, "int8 path, every fusion: 6 barriers per layer");
     cr_assert_eq(dp_default.dispatches, 2 + 7 * layers, "int8 path, defaults: 7 per layer");
+}
+
+/* A step submitted in parts of 1, 2, 4, ... layers (at most flush_layers): the parts
+ * counted for an 8-layer model, and the logits bit for bit those of one submission. */
+Test(exec_forward, step_parts_grow) {
+    fixture_n_layer = 8;
+    static const int32_t every[] = {-1, 1, 2, 4, 8};
+    static const uint32_t parts[] = {0, 7, 4, 3, 3}; /* after layers 0,2,4,6 / 0,2,6 */
+    float *first = NULL;
+    for (size_t i = 0; i < sizeof every / sizeof every[0]; i++) {
+        fixture_flush_layers = every[i];
+        fixture f;
+        fixture_open(&f, MODEL_ARCH_LLAMA, SYNTH_Q4_0, 16, 64);
+        cr_assert_eq(f.cfg.n_layer, 8);
+        int32_t pool[64];
+        shuffled_pool(pool, f.num_blocks, 5);
+        seq s;
+        seq_init(&s, pool, 0, 16);
+        int32_t prompt[9];
+        random_prompt(prompt, 9, f.cfg.n_vocab, 23);
+        float *logits = malloc(f.cfg.n_vocab * 4);
+        gpu_step_one(&f, &s, prompt, 9, logits, NULL);
+        cr_assert_eq(exec_last_step_flushes(f.gpu), parts[i], "flush_layers %d: %u parts", every[i],
+                     exec_last_step_flushes(f.gpu));
+        if (!first)
+            first = logits;
+        else {
+            cr_assert(!memcmp(first, logits, f.cfg.n_vocab * 4),
+                      "flush_layers %d changed the logits", every[i]);
+            free(logits);
+        }
+        fixture_close(&f);
+    }
+    free(first);
 }
 
 /* Every dispatch fusion off (the separate ops of before): logits as the reference's. */

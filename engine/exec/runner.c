@@ -256,7 +256,7 @@ static void fill_default_options(const model_config *cfg, exec_options *o) {
     if (o->kv_memory_fraction <= 0 || o->kv_memory_fraction > 1) o->kv_memory_fraction = 0.9f;
     if (!o->flush_layers) {
         const char *env = getenv("VKLLM_FLUSH_LAYERS"); /* A/B timing */
-        o->flush_layers = env && *env ? (int32_t)strtol(env, NULL, 10) : 4;
+        o->flush_layers = env && *env ? (int32_t)strtol(env, NULL, 10) : 8;
         if (!o->flush_layers) o->flush_layers = -1;
     }
     o->no_fusion |= fuse_off_from_env();
@@ -527,6 +527,10 @@ uint32_t exec_last_step_barriers(const exec_model *m) {
     return m->last_barriers;
 }
 
+uint32_t exec_last_step_flushes(const exec_model *m) {
+    return m->last_flushes;
+}
+
 /* ---------------------------------------------------------------- one step */
 
 static vkllm_status ring_copy(gpu_context *ctx, const void *src, uint64_t bytes,
@@ -685,11 +689,18 @@ static vkllm_status record_step(exec_model *m, gpu_cmd *cmd, const exec_step_pla
     if (c->embed_scale != 1.0f)
         VKL_TRY(k_scale(m->ctx, cmd, exec_bind(&m->x), exec_bind(&m->x), T * c->n_embd,
                         c->embed_scale));
-    int32_t every = m->options.flush_layers;
+    /* Parts of 1, 2, 4, ... layers up to flush_layers: the GPU starts after one layer, and
+     * the host, recording each part while the GPU runs the previous one (half as long),
+     * stays ahead without paying a submission every layer. */
+    uint32_t every = m->options.flush_layers > 0 ? (uint32_t)m->options.flush_layers : 0;
+    uint32_t part = 1, in_part = 0;
     for (uint32_t il = 0; il < c->n_layer; il++) {
         VKL_TRY(exec_record_layer(m, cmd, il, &in, T));
-        if (every > 0 && il % (uint32_t)every == 0 && il + 1 < c->n_layer)
+        if (every && ++in_part == part && il + 1 < c->n_layer) {
             VKL_TRY(gpu_cmd_flush(cmd));
+            in_part = 0;
+            part = 2 * part < every ? 2 * part : every;
+        }
     }
     if (n_rows) VKL_TRY(record_head(m, cmd, plan, n_rows, o));
     gpu_cmd_timestamp(cmd, "step end");
@@ -735,6 +746,7 @@ vkllm_status exec_step_ex(exec_model *m, const exec_step_plan *plan, const exec_
         return vkl_fail(keep, "%s", message);
     }
     m->last_barriers = gpu_cmd_barrier_count(cmd);
+    m->last_flushes = gpu_cmd_flush_count(cmd);
     VKL_TRY(gpu_cmd_submit(cmd));
     const char **labels;
     const double *ms;

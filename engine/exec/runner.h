@@ -35,10 +35,10 @@ typedef struct exec_options {
     bool no_weight_fusion;    /* keep wq/wk/wv and ffn_gate/ffn_up as separate products
                                  (each writing its columns of the fused activation), as
                                  when their types differ: tests and A/B timing */
-    int32_t flush_layers;     /* submit a step's recording after its first layer and then
-                                 every this many layers, so the GPU runs while the host
-                                 records the rest (0: default 4, or VKLLM_FLUSH_LAYERS;
-                                 negative: one submission per step) */
+    int32_t flush_layers;     /* submit a step's recording in parts of 1, 2, 4, ... layers,
+                                 at most this many, so the GPU runs while the host records
+                                 the rest (0: default 8, or VKLLM_FLUSH_LAYERS; negative:
+                                 one submission per step) */
     uint32_t no_fusion;       /* EXEC_FUSE_* bits of the dispatch fusions to turn off (tests,
                                  A/B timing); the environment adds to it, see exec_fuse */
 } exec_options;
@@ -126,5 +126,9 @@ double exec_last_step_record_ms(const exec_model *model);
 /* Pipeline barriers the automatic tracking recorded in the last step's command buffer
  * (the final one that publishes results excluded). */
 uint32_t exec_last_step_barriers(const exec_model *model);
+
+/* Parts the last step's recording was submitted in before its final one (gpu_cmd_flush
+ * calls; exec_options.flush_layers). */
+uint32_t exec_last_step_flushes(const exec_model *model);
 
 #endif

@@ -77,7 +77,7 @@ struct exec_model {
     uint64_t weight_bytes, kv_bytes, scratch_bytes;
     double last_gpu_ms;
     double last_record_ms; /* host time recording the last step's commands */
-    uint32_t last_barriers;
+    uint32_t last_barriers, last_flushes;
 };
 
 /* Per-step inputs, copied into the upload ring. */
